@@ -1,0 +1,55 @@
+"""The one settings object, read from the environment (prefix TELEMETRY_) and a git-ignored .env."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TELEMETRY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "TELEMETRY_DATABASE_URL"),
+        description="PostgreSQL URL; unset = embedded server under data_dir/pg.",
+    )
+    data_dir: Path = Field(default=PROJECT_ROOT / ".data", description="Embedded DB and state.")
+    reports_dir: Path = Field(default=PROJECT_ROOT / "reports" / "out")
+    dbt_project_dir: Path = Field(default=PROJECT_ROOT / "dbt")
+    dbt_schema: str = Field(default="analytics", description="Schema dbt builds marts into.")
+    dbt_threads: int = Field(default=2, ge=1, le=16)
+    dbt_target_dir: Path = Field(
+        default=PROJECT_ROOT / "dbt" / "target", description="dbt artifacts and logs."
+    )
+
+    # Fleet defaults (simulator); every flow parameter can override them.
+    seed: int = Field(default=42, ge=0)
+    sites: int = Field(default=3, ge=1, le=100)
+    zones_per_site: int = Field(default=5, ge=1, le=100)
+    devices_per_zone: int = Field(default=3, ge=1, le=100)
+    interval_seconds: int = Field(default=10, ge=1, le=3600)
+
+    # Loader rules.
+    future_tolerance_seconds: int = Field(
+        default=300, ge=0, description="Readings stamped later than arrival + this are rejected."
+    )
+    partitions_ahead_days: int = Field(default=3, ge=0, le=60)
+    late_horizon_minutes: int = Field(
+        default=120, ge=0, le=7 * 24 * 60, description="KPI windows this far back are rebuilt."
+    )
+    chunk_minutes: int = Field(
+        default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
+    )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
