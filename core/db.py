@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -32,7 +31,10 @@ def _start_embedded(pg_dir: Path) -> str:
     """Start (or attach to) the embedded server; return a libpq URI to its `telemetry` DB."""
     server = _embedded_servers.get(pg_dir)
     if server is None:
-        os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+        if "XDG_RUNTIME_DIR" not in os.environ:  # pgserver warns without one
+            run_dir = pg_dir.parent / "run"
+            run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.environ["XDG_RUNTIME_DIR"] = str(run_dir)
         import pgserver  # slow import; only when the embedded server is used
 
         pg_dir.mkdir(parents=True, exist_ok=True)

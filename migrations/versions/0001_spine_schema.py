@@ -144,7 +144,8 @@ BEGIN
         CONTINUE WHEN to_regclass('telemetry.' || part) IS NOT NULL;
         CONTINUE WHEN EXISTS (
             SELECT 1 FROM telemetry.readings_default
-            WHERE ts >= (d::timestamp AT TIME ZONE 'UTC') AND ts < ((d + 1)::timestamp AT TIME ZONE 'UTC')
+            WHERE ts >= (d::timestamp AT TIME ZONE 'UTC')
+              AND ts < ((d + 1)::timestamp AT TIME ZONE 'UTC')
         );
         EXECUTE format(
             'CREATE TABLE IF NOT EXISTS telemetry.%I PARTITION OF telemetry.readings '

@@ -1,0 +1,40 @@
+"""PostgreSQL binary COPY buffers built with numpy (the fastest load path measured here)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+_HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
+_TRAILER = (-1).to_bytes(2, "big", signed=True)
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+
+_READING_ROW = np.dtype([
+    ("ncols", ">i2"),
+    ("l_device", ">i4"), ("device_id", ">i4"),
+    ("l_metric", ">i4"), ("metric_id", ">i2"),
+    ("l_ts", ">i4"), ("ts", ">i8"),
+    ("l_value", ">i4"), ("value", ">f8"),
+    ("l_batch", ">i4"), ("batch_id", ">i8"),
+])
+READING_COPY_COLUMNS = "(device_id, metric_id, ts, value, batch_id)"
+
+
+def pg_timestamps(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps as PostgreSQL's binary timestamptz: microseconds since 2000-01-01."""
+    unix_us = pd.to_datetime(ts, utc=True).to_numpy(dtype="datetime64[us]").astype(np.int64)
+    return unix_us - _PG_EPOCH_US
+
+
+def readings_buffer(frame: pd.DataFrame, batch_id: int) -> bytes:
+    """A binary COPY payload for `READING_COPY_COLUMNS`; frame values must not be null."""
+    rows = np.empty(len(frame), dtype=_READING_ROW)
+    rows["ncols"] = 5
+    rows["l_device"], rows["l_metric"], rows["l_ts"] = 4, 2, 8
+    rows["l_value"], rows["l_batch"] = 8, 8
+    rows["device_id"] = frame["device_id"].to_numpy()
+    rows["metric_id"] = frame["metric_id"].to_numpy()
+    rows["ts"] = pg_timestamps(frame["ts"])
+    rows["value"] = frame["value"].to_numpy(dtype="float64")
+    rows["batch_id"] = batch_id
+    return _HEADER + rows.tobytes() + _TRAILER

@@ -1,0 +1,298 @@
+"""The one way readings enter the database: validate, COPY, insert, ledger — all or nothing.
+
+Re-running a batch changes nothing: rows already stored are counted as duplicates, the same
+rejected row is quarantined once (fingerprint), and only the batch ledger records the re-run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from core import db, rules
+from core.copy_binary import READING_COPY_COLUMNS, readings_buffer
+from core.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("simulator", "api", "csv", "backfill")
+_COPY_CHUNK = 8 << 20
+
+
+@dataclass
+class BatchResult:
+    batch_id: int
+    rows_received: int
+    rows_loaded: int
+    rows_duplicate: int
+    rows_quarantined: int
+    quarantined_by_rule: dict[str, int]
+    load_path: str
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.timings_ms.values()) / 1000
+
+
+def fetch_registry(conn: psycopg.Connection) -> rules.Registry:
+    device_ids = np.array(
+        [r[0] for r in conn.execute("SELECT device_id FROM telemetry.devices ORDER BY 1")],
+        dtype=np.int64,
+    )
+    metrics = {
+        r[0]: rules.MetricLimits(*r)
+        for r in conn.execute(
+            "SELECT metric_id, metric, unit, hard_min, hard_max FROM telemetry.metrics"
+        )
+    }
+    return rules.Registry(device_ids=device_ids, metrics=metrics)
+
+
+_partition_days: set[tuple[str, object]] = set()
+
+
+def ensure_partitions(conn: psycopg.Connection, first: pd.Timestamp, last: pd.Timestamp) -> None:
+    """Daily partitions for the rows' days plus the configured days ahead (own transaction)."""
+    ahead = get_settings().partitions_ahead_days
+    days = pd.date_range(first.normalize(), last.normalize() + pd.Timedelta(days=ahead), freq="D")
+    key = db.database_url()
+    todo = [d.date() for d in days if (key, d.date()) not in _partition_days]
+    if not todo:
+        return
+    conn.execute("SELECT telemetry.ensure_partitions(%s, %s)", (min(todo), max(todo)))
+    conn.commit()
+    _partition_days.update((key, d) for d in todo)
+
+
+def _copy(conn: psycopg.Connection, table: sql.Composable, payload: bytes) -> None:
+    stmt = sql.SQL("COPY {} {} FROM STDIN (FORMAT binary)").format(
+        table, sql.SQL(READING_COPY_COLUMNS)
+    )
+    with conn.cursor().copy(stmt) as copy:
+        view = memoryview(payload)
+        for start in range(0, len(view), _COPY_CHUNK):
+            copy.write(view[start : start + _COPY_CHUNK])
+
+
+def _range_is_empty(conn: psycopg.Connection, frame: pd.DataFrame) -> bool:
+    lo, hi = frame["ts"].min(), frame["ts"].max()
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM telemetry.readings WHERE ts >= %s AND ts <= %s)", (lo, hi)
+    ).fetchone()
+    return not row[0]
+
+
+def _load_direct(conn: psycopg.Connection, payload: bytes) -> bool:
+    """COPY straight into readings when nothing can collide; False if something did."""
+    try:
+        with conn.transaction():  # a savepoint: a collision undoes only this COPY
+            _copy(conn, sql.SQL("telemetry.readings"), payload)
+        return True
+    except psycopg.errors.UniqueViolation:
+        return False
+
+
+def _load_staged(conn: psycopg.Connection, payload: bytes, batch_id: int) -> tuple[int, int]:
+    """Stage, insert what is new, quarantine keys stored earlier with another value.
+
+    Returns (rows loaded, conflicting rows)."""
+    conn.execute(
+        "CREATE TEMP TABLE reading_stage (device_id integer, metric_id smallint, "
+        "ts timestamptz, value double precision, batch_id bigint) ON COMMIT DROP"
+    )
+    _copy(conn, sql.SQL("reading_stage"), payload)
+    loaded = conn.execute(
+        "INSERT INTO telemetry.readings (device_id, metric_id, ts, value, batch_id) "
+        "SELECT device_id, metric_id, ts, value, batch_id FROM reading_stage "
+        "ON CONFLICT (device_id, metric_id, ts) DO NOTHING"
+    ).rowcount
+    conflicts = conn.execute(
+        """
+        WITH clash AS (
+            SELECT s.device_id, s.metric_id, s.ts, s.value, r.value AS stored_value,
+                   r.batch_id AS stored_batch, m.metric, m.unit,
+                   jsonb_build_object('device_id', s.device_id, 'metric_id', s.metric_id,
+                                      'ts', s.ts, 'value', s.value) AS raw
+            FROM reading_stage s
+            JOIN telemetry.readings r USING (device_id, metric_id, ts)
+            LEFT JOIN telemetry.metrics m ON m.metric_id = s.metric_id
+            WHERE r.batch_id <> %(batch)s AND r.value IS DISTINCT FROM s.value
+        ), ins AS (
+            INSERT INTO telemetry.quarantine
+                (batch_id, rule, reason, device_id, metric_id, ts, value, raw, fingerprint)
+            SELECT %(batch)s, 'conflicting_duplicate',
+                   format('a reading for device %%s, %%s, %%s was already loaded with value %%s '
+                          'by batch %%s; the stored value was kept and this value %%s was not',
+                          device_id, coalesce(metric, metric_id::text),
+                          to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'),
+                          stored_value, stored_batch, value),
+                   device_id, metric_id, ts, value, raw,
+                   md5('conflicting_duplicate' || raw::text)
+            FROM clash
+            ON CONFLICT (fingerprint) DO NOTHING
+        )
+        SELECT count(*) FROM clash
+        """,
+        {"batch": batch_id},
+    ).fetchone()[0]
+    return loaded, conflicts
+
+
+def _fingerprint(rule: str, raw: dict) -> str:
+    return hashlib.md5((rule + json.dumps(raw, sort_keys=True)).encode()).hexdigest()
+
+
+def _quarantine_rejected(conn: psycopg.Connection, rejected: pd.DataFrame, batch_id: int) -> None:
+    if rejected.empty:
+        return
+    rows = []
+    ts_text = rejected["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for row, when in zip(rejected.itertuples(index=False), ts_text, strict=True):
+        value = None if pd.isna(row.value) else float(row.value)
+        ts = None if pd.isna(row.ts) else row.ts.to_pydatetime()
+        when = None if pd.isna(row.ts) else when
+        raw = {"device_id": int(row.device_id), "metric_id": int(row.metric_id),
+               "ts": when, "value": value}
+        rows.append((batch_id, row.rule, row.reason, raw["device_id"], raw["metric_id"], ts,
+                     value, json.dumps(raw), _fingerprint(row.rule, raw)))
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO telemetry.quarantine (batch_id, rule, reason, device_id, metric_id, ts,"
+            " value, raw, fingerprint) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (fingerprint) DO NOTHING",
+            rows,
+        )
+
+
+def load_readings(
+    readings: pd.DataFrame,
+    *,
+    source: str,
+    stream: str,
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+    reference_time: datetime | None = None,
+    advance_watermark: bool = True,
+    conn: psycopg.Connection | None = None,
+) -> BatchResult:
+    """Load one batch of readings (columns device_id, metric_id, ts, value).
+
+    Everything — readings, quarantine rows, ledger, watermark — commits together or not at
+    all. `reference_time` is when the batch arrived (default now); timestamps later than it
+    plus the tolerance are rejected. Pass `conn` to join a caller's transaction.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {SOURCES}, not {source!r}")
+    settings = get_settings()
+    started = pd.Timestamp.now(tz="UTC")
+    reference = pd.Timestamp(reference_time or started)
+    reference = reference.tz_localize("UTC") if reference.tzinfo is None else reference
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round((now - clock) * 1000, 1)
+        clock = now
+
+    own = conn is None
+    conn = conn or db.connect()
+    try:
+        registry = fetch_registry(conn)
+        verdict = rules.check(readings, registry, reference, settings.future_tolerance_seconds)
+        clean = verdict.clean
+        lap("validate")
+        if not clean.empty:
+            ensure_partitions(conn, clean["ts"].min(), clean["ts"].max())
+        payload = b""
+        with conn.transaction():
+            batch_id = conn.execute(
+                "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+                " reference_time, rows_received, status, started_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'succeeded', %s) RETURNING batch_id",
+                (source, stream, window_start, window_end, reference, len(readings), started),
+            ).fetchone()[0]
+            conflicts = 0
+            path = "none"
+            if not clean.empty:
+                payload = readings_buffer(clean, batch_id)
+                lap("encode")
+                if _range_is_empty(conn, clean) and _load_direct(conn, payload):
+                    loaded, path = len(clean), "direct"
+                else:
+                    (loaded, conflicts), path = _load_staged(conn, payload, batch_id), "staged"
+                lap("copy_insert")
+            else:
+                loaded = 0
+            _quarantine_rejected(conn, verdict.rejected, batch_id)
+            by_rule = verdict.rejected["rule"].value_counts().to_dict()
+            if conflicts:
+                by_rule[rules.CONFLICTING_DUPLICATE] = (
+                    by_rule.get(rules.CONFLICTING_DUPLICATE, 0) + conflicts
+                )
+            quarantined = len(verdict.rejected) + conflicts
+            duplicate = verdict.in_batch_duplicates + len(clean) - loaded - conflicts
+            if advance_watermark and window_end is not None:
+                conn.execute(
+                    "INSERT INTO telemetry.watermarks (stream, high_water, batch_id)"
+                    " VALUES (%s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
+                    " high_water = GREATEST(watermarks.high_water, EXCLUDED.high_water),"
+                    " batch_id = EXCLUDED.batch_id, updated_at = now()",
+                    (stream, window_end, batch_id),
+                )
+            lap("quarantine_ledger")
+            _finish_batch(conn, batch_id, loaded, duplicate, quarantined, path, timings)
+        if own:
+            conn.commit()
+    except Exception as exc:
+        conn.rollback()
+        _record_failure(source, stream, window_start, window_end, reference, len(readings),
+                        started, exc)
+        raise
+    finally:
+        if own:
+            conn.close()
+    result = BatchResult(batch_id, len(readings), loaded, duplicate, quarantined,
+                         {str(k): int(v) for k, v in by_rule.items()}, path, timings)
+    log.info("batch %s (%s/%s): %s received, %s loaded, %s duplicate, %s quarantined in %.2fs",
+             batch_id, source, stream, result.rows_received, loaded, duplicate, quarantined,
+             result.seconds)
+    return result
+
+
+def _finish_batch(conn: psycopg.Connection, batch_id: int, loaded: int, duplicate: int,
+                  quarantined: int, path: str, timings: dict[str, float]) -> None:
+    conn.execute(
+        "UPDATE telemetry.batches SET rows_loaded = %s, rows_duplicate = %s,"
+        " rows_quarantined = %s, load_path = %s, timings_ms = %s, finished_at = clock_timestamp()"
+        " WHERE batch_id = %s",
+        (loaded, duplicate, quarantined, path, json.dumps(timings), batch_id),
+    )
+
+
+def _record_failure(source: str, stream: str, window_start: datetime | None,
+                    window_end: datetime | None, reference: pd.Timestamp, received: int,
+                    started: pd.Timestamp, exc: BaseException) -> None:
+    """The batch rolled back; leave a failed ledger row so the attempt is visible."""
+    try:
+        with db.connect() as conn:
+            conn.execute(
+                "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+                " reference_time, rows_received, status, error, started_at)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s)",
+                (source, stream, window_start, window_end, reference, received,
+                 f"{type(exc).__name__}: {exc}"[:2000], started),
+            )
+    except psycopg.Error:
+        log.exception("could not record the failed batch in the ledger")

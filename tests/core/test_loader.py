@@ -1,0 +1,202 @@
+"""The loader against a real PostgreSQL: idempotency, quarantine rules, crash safety."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from core import loader, rules, store
+
+T0 = pd.Timestamp("2026-11-20T10:00:00Z")
+
+
+def fleet(n: int = 3) -> pd.DataFrame:
+    return pd.DataFrame({
+        "device_id": range(1, n + 1),
+        "device_name": [f"site-01/zone-01/dev-{i:02d}" for i in range(1, n + 1)],
+        "site": "site-01", "zone": "zone-01", "device_kind": "env-sensor",
+        "metrics": [["co2", "temperature", "humidity", "occupancy"]] * n,
+        "interval_seconds": 10,
+        "installed_at": pd.Timestamp("2026-01-01T00:00:00Z"),
+    })
+
+
+def readings(minutes: int = 10, start: pd.Timestamp = T0, devices: int = 3) -> pd.DataFrame:
+    ts = pd.date_range(start, periods=minutes * 6, freq="10s")
+    grid = pd.MultiIndex.from_product([range(1, devices + 1), [1, 2], ts],
+                                      names=["device_id", "metric_id", "ts"]).to_frame(index=False)
+    # values are a function of the key, so overlapping frames agree where they overlap
+    phase = grid["ts"].astype("int64") // 10**9 % 3600 / 3600 + grid["device_id"] / 7
+    grid["value"] = np.where(grid["metric_id"] == 1, 600.0, 21.0) + np.sin(phase * 6.283)
+    return grid
+
+
+@pytest.fixture
+def registered(conn: psycopg.Connection) -> psycopg.Connection:
+    store.upsert_devices(conn, fleet())
+    return conn
+
+
+def load(frame: pd.DataFrame, **kw) -> loader.BatchResult:
+    kw.setdefault("reference_time", T0 + pd.Timedelta(hours=1))
+    return loader.load_readings(frame, source="simulator", stream="test", **kw)
+
+
+def snapshot(conn: psycopg.Connection, table: str) -> list[tuple]:
+    return conn.execute(f"SELECT * FROM telemetry.{table} ORDER BY 1, 2, 3").fetchall()
+
+
+def test_clean_batch_loads_every_row_into_day_partitions(registered):
+    frame = readings()
+    result = load(frame, window_start=T0, window_end=T0 + pd.Timedelta(minutes=10))
+    assert (result.rows_received, result.rows_loaded, result.rows_quarantined) == (360, 360, 0)
+    assert result.load_path == "direct"
+    parts = registered.execute(
+        "SELECT tableoid::regclass::text, count(*) FROM telemetry.readings GROUP BY 1"
+    ).fetchall()
+    assert parts == [("telemetry.readings_p20261120", 360)]
+    stored = registered.execute(
+        "SELECT device_id, metric_id, ts, value FROM telemetry.readings ORDER BY 1, 2, 3"
+    ).fetchall()
+    expected = frame.sort_values(["device_id", "metric_id", "ts"])
+    assert [r[3] for r in stored] == expected["value"].tolist()  # bit-exact through binary COPY
+    assert stored[0][2] == expected["ts"].iloc[0].to_pydatetime()
+
+
+def test_rerunning_a_batch_changes_nothing_and_the_ledger_says_duplicate(registered):
+    frame = readings()
+    bad = pd.DataFrame({"device_id": [99], "metric_id": [1], "ts": [T0], "value": [500.0]})
+    first = load(pd.concat([frame, bad]))
+    before = (snapshot(registered, "readings"), snapshot(registered, "quarantine"))
+    second = load(pd.concat([frame, bad]))
+    assert (snapshot(registered, "readings"), snapshot(registered, "quarantine")) == before
+    assert (first.rows_loaded, first.rows_duplicate, first.rows_quarantined) == (360, 0, 1)
+    assert (second.rows_loaded, second.rows_duplicate, second.rows_quarantined) == (0, 360, 1)
+    assert second.load_path == "staged"
+    ledger = registered.execute(
+        "SELECT rows_received, rows_loaded, rows_duplicate, status FROM telemetry.batches"
+        " ORDER BY batch_id").fetchall()
+    assert ledger == [(361, 360, 0, "succeeded"), (361, 0, 360, "succeeded")]
+
+
+def test_overlapping_batch_loads_only_new_rows(registered):
+    load(readings(minutes=10))
+    result = load(readings(minutes=20))
+    assert (result.rows_loaded, result.rows_duplicate) == (360, 360)
+    assert registered.execute("SELECT count(*) FROM telemetry.readings").fetchone()[0] == 720
+
+
+BAD_ROWS = {
+    rules.NULL_VALUE: {"device_id": 1, "metric_id": 1, "value": np.nan},
+    rules.UNKNOWN_METRIC: {"device_id": 1, "metric_id": 9, "value": 1.0},
+    rules.UNKNOWN_DEVICE: {"device_id": 900001, "metric_id": 1, "value": 500.0},
+    rules.IMPOSSIBLE_VALUE: {"device_id": 2, "metric_id": 1, "value": -40.0},
+    rules.FUTURE_TIMESTAMP: {"device_id": 3, "metric_id": 2, "value": 21.0,
+                             "ts": T0 + pd.Timedelta(hours=5)},
+}
+REASON_WORDS = {
+    rules.NULL_VALUE: "null", rules.UNKNOWN_METRIC: "metric registry",
+    rules.UNKNOWN_DEVICE: "device registry", rules.IMPOSSIBLE_VALUE: "physically possible",
+    rules.FUTURE_TIMESTAMP: "device clock",
+}
+
+
+@pytest.mark.parametrize("rule", list(BAD_ROWS))
+def test_each_bad_row_lands_in_quarantine_with_its_rule_and_reason(registered, rule):
+    row = {"ts": T0 + pd.Timedelta(minutes=30), **BAD_ROWS[rule]}
+    frame = pd.concat([readings(minutes=1), pd.DataFrame([row])], ignore_index=True)
+    result = load(frame)
+    assert result.rows_loaded == 36 and result.quarantined_by_rule == {rule: 1}
+    q = registered.execute(
+        "SELECT rule, reason, device_id, metric_id, raw FROM telemetry.quarantine").fetchall()
+    assert len(q) == 1
+    stored_rule, reason, device_id, metric_id, raw = q[0]
+    assert stored_rule == rule and REASON_WORDS[rule] in reason
+    assert (device_id, metric_id) == (row["device_id"], row["metric_id"])
+    assert raw["device_id"] == row["device_id"]  # the raw payload is kept
+
+
+def test_conflicting_duplicate_inside_a_batch_keeps_the_first(registered):
+    frame = readings(minutes=1)
+    clash = frame.iloc[[0]].assign(value=frame["value"].iloc[0] + 5)
+    same = frame.iloc[[1]]
+    result = load(pd.concat([frame, clash, same], ignore_index=True))
+    assert (result.rows_loaded, result.rows_duplicate) == (36, 1)
+    assert result.quarantined_by_rule == {rules.CONFLICTING_DUPLICATE: 1}
+    stored = registered.execute(
+        "SELECT value FROM telemetry.readings WHERE device_id = %s AND metric_id = %s AND ts = %s",
+        (int(frame.device_id[0]), int(frame.metric_id[0]), frame.ts[0])).fetchone()[0]
+    assert stored == frame["value"].iloc[0]
+
+
+def test_conflicting_duplicate_against_stored_rows_keeps_the_stored_value(registered):
+    frame = readings(minutes=1)
+    first = load(frame)
+    changed = frame.copy()
+    changed.loc[:4, "value"] += 1.5
+    result = load(changed)
+    assert result.rows_loaded == 0 and result.rows_duplicate == 31
+    assert result.quarantined_by_rule == {rules.CONFLICTING_DUPLICATE: 5}
+    reasons = [r[0] for r in registered.execute("SELECT reason FROM telemetry.quarantine")]
+    assert all(f"by batch {first.batch_id}" in r for r in reasons)
+    assert snapshot(registered, "readings")[0][3] == frame.sort_values(
+        ["device_id", "metric_id", "ts"])["value"].iloc[0]
+    load(changed)  # a re-run quarantines nothing new
+    assert registered.execute("SELECT count(*) FROM telemetry.quarantine").fetchone()[0] == 5
+
+
+def test_crash_before_commit_leaves_no_partial_batch(registered, monkeypatch):
+    def crash(*args, **kwargs):
+        raise RuntimeError("power cut after COPY")
+
+    monkeypatch.setattr(loader, "_finish_batch", crash)
+    frame = pd.concat([readings(), pd.DataFrame([{"ts": T0, **BAD_ROWS[rules.NULL_VALUE]}])])
+    with pytest.raises(RuntimeError, match="power cut"):
+        load(frame, window_end=T0 + pd.Timedelta(minutes=10))
+    counts = store.table_counts(registered)
+    assert counts["readings"] == 0 and counts["quarantine"] == 0
+    assert store.get_watermark(registered, "test") is None
+    ledger = registered.execute("SELECT status, rows_loaded, error FROM telemetry.batches"
+                                ).fetchall()
+    assert ledger == [("failed", 0, "RuntimeError: power cut after COPY")]
+    monkeypatch.undo()
+    assert load(frame).rows_loaded == 360  # the retry loads everything
+
+
+def test_killed_process_mid_batch_leaves_no_partial_batch(registered, db):
+    """A hard kill (no exception handling at all) between COPY and commit."""
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
+        from test_loader import readings, T0
+        from core import loader
+        def die(*a, **k):
+            os._exit(9)
+        loader._finish_batch = die
+        loader.load_readings(readings(), source="simulator", stream="test",
+                             reference_time=T0 + __import__("pandas").Timedelta(hours=1))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ,
+                          "DATABASE_URL": db}, capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode()
+    counts = store.table_counts(registered)
+    assert (counts["readings"], counts["batches"], counts["quarantine"]) == (0, 0, 0)
+
+
+def test_watermark_only_moves_forward(registered):
+    later, earlier = T0 + pd.Timedelta(minutes=20), T0 + pd.Timedelta(minutes=10)
+    load(readings(minutes=1), window_end=later)
+    load(readings(minutes=1), window_end=earlier)
+    assert store.get_watermark(registered, "test") == later.to_pydatetime()
+
+
+def test_unknown_source_is_refused_before_anything_is_written(registered):
+    with pytest.raises(ValueError, match="source must be one of"):
+        loader.load_readings(readings(minutes=1), source="ftp", stream="x")
+    assert store.table_counts(registered)["batches"] == 0
