@@ -61,16 +61,18 @@ def fetch_registry(conn: psycopg.Connection) -> rules.Registry:
 _partition_days: set[tuple[str, object]] = set()
 
 
-def ensure_partitions(conn: psycopg.Connection, first: pd.Timestamp, last: pd.Timestamp) -> None:
-    """Daily partitions for the rows' days plus the configured days ahead (own transaction)."""
+def ensure_partitions(first: pd.Timestamp, last: pd.Timestamp) -> None:
+    """Daily partitions for the rows' days plus the configured days ahead.
+
+    DDL runs on its own connection, so a caller's open transaction stays short and clean."""
     ahead = get_settings().partitions_ahead_days
     days = pd.date_range(first.normalize(), last.normalize() + pd.Timedelta(days=ahead), freq="D")
     key = db.database_url()
     todo = [d.date() for d in days if (key, d.date()) not in _partition_days]
     if not todo:
         return
-    conn.execute("SELECT telemetry.ensure_partitions(%s, %s)", (min(todo), max(todo)))
-    conn.commit()
+    with db.connect(autocommit=True) as conn:
+        conn.execute("SELECT telemetry.ensure_partitions(%s, %s)", (min(todo), max(todo)))
     _partition_days.update((key, d) for d in todo)
 
 
@@ -214,7 +216,7 @@ def load_readings(
         clean = verdict.clean
         lap("validate")
         if not clean.empty:
-            ensure_partitions(conn, clean["ts"].min(), clean["ts"].max())
+            ensure_partitions(clean["ts"].min(), clean["ts"].max())
         payload = b""
         with conn.transaction():
             batch_id = conn.execute(
@@ -256,7 +258,8 @@ def load_readings(
         if own:
             conn.commit()
     except Exception as exc:
-        conn.rollback()
+        if own:
+            conn.rollback()
         _record_failure(source, stream, window_start, window_end, reference, len(readings),
                         started, exc)
         raise

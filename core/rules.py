@@ -61,55 +61,55 @@ def check(readings: pd.DataFrame, registry: Registry, reference_time: pd.Timesta
         raise ValueError(f"readings frame lacks columns {missing}")
     frame = readings.loc[:, list(READING_COLUMNS)].reset_index(drop=True)
     n = len(frame)
-    rule = np.full(n, "", dtype=object)
+    code = np.zeros(n, dtype=np.int8)  # 0 = passes; k = broke RULES[k - 1] (first one wins)
 
     def flag(mask: np.ndarray, name: str) -> None:
-        rule[mask & (rule == "")] = name
+        code[mask & (code == 0)] = RULES.index(name) + 1
 
     value = frame["value"].to_numpy(dtype="float64", na_value=np.nan)
     metric_id = frame["metric_id"].to_numpy(dtype="int64")
     device_id = frame["device_id"].to_numpy(dtype="int64")
     ts = pd.to_datetime(frame["ts"], utc=True)
+    frame["ts"] = ts
 
     flag(np.isnan(value) | ts.isna().to_numpy(), NULL_VALUE)
-    known_metric = np.isin(metric_id, list(registry.metrics))
-    flag(~known_metric, UNKNOWN_METRIC)
-    idx = np.searchsorted(registry.device_ids, device_id)
-    idx_clipped = np.minimum(idx, max(len(registry.device_ids) - 1, 0))
-    known_device = (len(registry.device_ids) > 0) & (registry.device_ids[idx_clipped] == device_id)
-    flag(~known_device, UNKNOWN_DEVICE)
+    flag(~np.isin(metric_id, list(registry.metrics)), UNKNOWN_METRIC)
+    known = registry.device_ids
+    idx = np.minimum(np.searchsorted(known, device_id), max(len(known) - 1, 0))
+    flag(~((len(known) > 0) & (known[idx] == device_id)), UNKNOWN_DEVICE)
     lo = np.full(n, -np.inf)
     hi = np.full(n, np.inf)
     for mid, lim in registry.metrics.items():
         m = metric_id == mid
         lo[m], hi[m] = lim.hard_min, lim.hard_max
-    flag((value < lo) | (value > hi), IMPOSSIBLE_VALUE)
+    with np.errstate(invalid="ignore"):
+        flag((value < lo) | (value > hi), IMPOSSIBLE_VALUE)
     limit = reference_time + pd.Timedelta(seconds=future_tolerance_s)
     flag((ts > limit).to_numpy(dtype=bool), FUTURE_TIMESTAMP)
 
     # In-batch repeats of a key: identical ones are plain duplicates (counted, not stored twice),
     # different values conflict (the first one wins, later ones are rejected).
-    passing = rule == ""
-    frame["ts"] = ts
-    keyed = frame[passing]
-    first = ~keyed.duplicated(["device_id", "metric_id", "ts"], keep="first")
-    first_value = keyed[first].set_index(["device_id", "metric_id", "ts"])["value"]
-    repeat = keyed[~first]
-    repeat_first = first_value.reindex(
-        pd.MultiIndex.from_frame(repeat[["device_id", "metric_id", "ts"]])
-    ).to_numpy()
-    same = repeat["value"].to_numpy() == repeat_first
-    exact_dup_idx = repeat.index[same]
-    conflict_idx = repeat.index[~same]
-    rule[conflict_idx] = CONFLICTING_DUPLICATE
+    keyed = frame[code == 0]
+    repeated = keyed.duplicated(["device_id", "metric_id", "ts"], keep="first").to_numpy()
+    first_value = pd.Series(dtype="float64")
+    exact_dups = 0
+    keep = code == 0
+    if repeated.any():
+        key = ["device_id", "metric_id", "ts"]
+        first_value = keyed[~repeated].set_index(key)["value"]
+        repeat = keyed[repeated]
+        seen = first_value.reindex(pd.MultiIndex.from_frame(repeat[key])).to_numpy()
+        same = repeat["value"].to_numpy() == seen
+        code[repeat.index[~same]] = RULES.index(CONFLICTING_DUPLICATE) + 1
+        keep[repeat.index] = False
+        exact_dups = int(same.sum())
 
-    keep = rule == ""
-    keep[exact_dup_idx] = False
-    rejected = frame[rule != ""].copy()
-    rejected["rule"] = rule[rule != ""]
+    bad = code > 0
+    rejected = frame[bad].copy()
+    rejected["rule"] = np.array(RULES, dtype=object)[code[bad] - 1]
     rejected["reason"] = _reasons(rejected, registry, reference_time, future_tolerance_s,
                                   first_value)
-    return Verdict(clean=frame[keep], in_batch_duplicates=len(exact_dup_idx), rejected=rejected)
+    return Verdict(clean=frame[keep], in_batch_duplicates=exact_dups, rejected=rejected)
 
 
 def _reasons(rejected: pd.DataFrame, registry: Registry, reference_time: pd.Timestamp,

@@ -1,0 +1,212 @@
+"""`telemetry`: the command line over the pipeline's flows and database.
+
+It sits on top: nothing in flows/ or api/ imports it.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cli.env import apply_defaults
+
+app = typer.Typer(
+    help="Device-telemetry pipeline: simulate a fleet, load it into PostgreSQL, build KPIs.",
+    no_args_is_help=True, add_completion=False,
+)
+db_app = typer.Typer(help="Database: migrations and connection.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill")
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                               help="Show Prefect and dbt logs.")] = False
+         ) -> None:
+    apply_defaults(verbose)
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Alembic revision")] = "head"
+               ) -> None:
+    """Apply schema migrations (creates the embedded server on first use)."""
+    from core import migrate
+
+    t = time.perf_counter()
+    migrate.upgrade(revision)
+    console.print(f"[green]database at {revision}[/] ({time.perf_counter() - t:.1f}s)")
+
+
+@db_app.command("url")
+def db_url() -> None:
+    """Print the database URL in use (DATABASE_URL, or the embedded server's socket URL)."""
+    from core import db
+
+    console.print(db.database_url())
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+
+
+@app.command()
+def backfill(
+    days: Annotated[float, typer.Option(help="Days of history to simulate and load.")] = 1,
+    end: Annotated[datetime | None, typer.Option(
+        help="End of the range (UTC); default the start of today.")] = None,
+    chunk_minutes: Annotated[int, typer.Option(help="Chunk size (minutes).")] = 180,
+) -> None:
+    """Simulate and load N days of history in chunks, then build the KPIs."""
+    _run_backfill(days, end, chunk_minutes)
+
+
+def _run_backfill(days: float, end: datetime | None, chunk_minutes: int):
+    from flows import progress
+    from flows.params import BackfillParams
+    from flows.pipeline import backfill as backfill_flow
+
+    params = BackfillParams(days=days, end=end, chunk_minutes=chunk_minutes)
+    with _progress() as bar:
+        task = bar.add_task("backfill", total=None, info="starting Prefect…")
+        stop = progress.listen(lambda done, total, msg: bar.update(
+            task, completed=done, total=total, info=msg))
+        try:
+            summary = backfill_flow(params=params)
+        finally:
+            stop()
+    return summary
+
+
+@app.command("run")
+def run_flow(
+    name: Annotated[str, typer.Argument(help=f"One of: {', '.join(FLOWS)}")],
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", "-p", help="key=value for the flow's window/params (e.g. -p chunk_minutes=30)"
+    )] = None,
+) -> None:
+    """Run one flow now, in-process (ephemeral Prefect unless PREFECT_API_URL is set)."""
+    from flows import pipeline
+    from flows.params import BackfillParams, WindowParams
+
+    values = dict(p.split("=", 1) for p in (param or []))
+    t = time.perf_counter()
+    if name == "micro-batch":
+        summary = pipeline.micro_batch(window=WindowParams(**values))
+    elif name == "simulate-and-load":
+        summary = pipeline.simulate_and_load(window=WindowParams(**values))
+    elif name == "build-kpis":
+        summary = pipeline.build_kpis(full_refresh=values.get("full_refresh") == "true")
+    elif name == "backfill":
+        summary = pipeline.backfill(params=BackfillParams(**values))
+    else:
+        raise typer.BadParameter(f"unknown flow {name!r}; choose from {', '.join(FLOWS)}")
+    console.print_json(summary.model_dump_json())
+    console.print(f"[green]{name} finished[/] in {time.perf_counter() - t:.1f}s — "
+                  "see `telemetry status`")
+
+
+@app.command()
+def status() -> None:
+    """Watermarks and lag, the last batches, quarantine by rule, table and KPI row counts."""
+    from core import db, store
+    from core.settings import get_settings
+
+    with db.connect() as conn:
+        marks = store.watermarks(conn)
+        batches = store.recent_batches(conn, 8)
+        rules = store.quarantine_by_rule(conn)
+        counts = store.table_counts(conn)
+        kpis = store.kpi_counts(conn, get_settings().dbt_schema)
+    t = Table(title="watermarks")
+    for col in ("stream", "high water (UTC)", "lag", "last batch"):
+        t.add_column(col)
+    for m in marks:
+        t.add_row(m["stream"], f"{m['high_water']:%Y-%m-%d %H:%M:%S}", str(m["lag"]).split(".")[0],
+                  str(m["batch_id"]))
+    console.print(t)
+    t = Table(title="last batches")
+    for col in ("id", "source", "window", "received", "loaded", "dup", "quar.", "status", "took"):
+        t.add_column(col)
+    for b in batches:
+        window = (f"{b['window_start']:%m-%d %H:%M}-{b['window_end']:%H:%M}"
+                  if b["window_start"] and b["window_end"] else "-")
+        t.add_row(str(b["batch_id"]), b["source"], window, f"{b['rows_received']:,}",
+                  f"{b['rows_loaded']:,}", f"{b['rows_duplicate']:,}",
+                  f"{b['rows_quarantined']:,}",
+                  b["status"] if b["status"] != "failed" else f"[red]failed: {b['error']}[/]",
+                  f"{b['took'].total_seconds():.2f}s")
+    console.print(t)
+    console.print("tables: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    console.print("KPI marts: " + (", ".join(f"{k} {v:,}" for k, v in kpis.items())
+                                   or "not built yet (telemetry run build-kpis)"))
+    console.print("quarantine by rule: " + (", ".join(f"{k} {v:,}" for k, v in rules.items())
+                                            or "empty"))
+
+
+@app.command()
+def demo(
+    days: Annotated[float, typer.Option(help="Days of history to simulate.")] = 1,
+) -> None:
+    """From nothing: migrate, backfill a simulated day for the default fleet, build KPIs,
+    and print a summary. Running it again loads nothing new."""
+    from core import db, migrate, store
+    from core.settings import get_settings
+
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    url = db.database_url()
+    stages["database"] = time.perf_counter() - t
+    t = time.perf_counter()
+    migrate.upgrade()
+    stages["migrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    summary = _run_backfill(days, None, 180)
+    stages["flow (incl. Prefect start)"] = time.perf_counter() - t
+    load = summary.load
+    with db.connect() as conn:
+        kpis = store.kpi_counts(conn, get_settings().dbt_schema)
+        counts = store.table_counts(conn)
+    t = Table(title=f"demo: {load.window_start:%Y-%m-%d %H:%M} - {load.window_end:%Y-%m-%d %H:%M}"
+                    " UTC", show_header=False)
+    t.add_row("database", url if "host=/" not in url else f"embedded ({url.split('host=')[1]})")
+    t.add_row("rows received / loaded", f"{load.rows_received:,} / {load.rows_loaded:,}")
+    t.add_row("duplicates skipped", f"{load.rows_duplicate:,}")
+    t.add_row("quarantined", f"{load.rows_quarantined:,} " + (
+        "(" + ", ".join(f"{k}: {v:,}" for k, v in load.quarantined_by_rule.items()) + ")"
+        if load.quarantined_by_rule else ""))
+    t.add_row("labeled anomalies (this run / stored)", f"{load.labels:,} / "
+              f"{counts['anomaly_labels']:,}")
+    t.add_row("injected data faults (this run / stored)", f"{load.faults:,} / "
+              f"{counts['data_faults']:,}")
+    t.add_row("KPI rows", ", ".join(f"{k}: {v:,}" for k, v in kpis.items()))
+    t.add_row("dbt", f"{summary.dbt_models} models, {summary.dbt_tests} tests passed")
+    secs = {**{k: round(v, 2) for k, v in stages.items()}, **summary.seconds}
+    t.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
+    console.print(t)
+    console.print(
+        "next: [bold]telemetry status[/] (watermarks, batches, quarantine) · "
+        "[bold]telemetry run micro-batch[/] (catch up to now) · "
+        "[bold]psql \"$(telemetry db url)\"[/] then "
+        "SELECT * FROM analytics.fct_kpi_15m LIMIT 10;"
+    )
+
+
+@app.command("dbt", context_settings={"allow_extra_args": True,
+                                      "ignore_unknown_options": True})
+def dbt_passthrough(ctx: typer.Context) -> None:
+    """Run dbt against the pipeline's database, e.g. `telemetry dbt build -s fct_kpi_5m`."""
+    from core import dbt_runner
+
+    run = dbt_runner.run_dbt(list(ctx.args))
+    for r in run.results:
+        console.print(f"{r.status:>8}  {r.unique_id}  {r.message or ''}")
+    console.print(f"dbt {' '.join(ctx.args)}: {'ok' if run.success else 'FAILED'}")

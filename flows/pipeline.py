@@ -1,0 +1,150 @@
+"""The spine's flows: simulate-and-load, build-kpis, micro-batch and backfill."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from prefect import flow, get_run_logger
+from pydantic import BaseModel
+
+from core.dbt_runner import DbtRun
+from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
+from flows import progress, tasks
+from flows.params import BackfillParams, FleetParams, WindowParams
+
+DEFAULT_FIRST_WINDOW = timedelta(minutes=15)  # a stream with no watermark starts this far back
+
+
+class LoadSummary(BaseModel):
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    chunks: int = 0
+    batch_ids: list[int] = []
+    rows_received: int = 0
+    rows_loaded: int = 0
+    rows_duplicate: int = 0
+    rows_quarantined: int = 0
+    quarantined_by_rule: dict[str, int] = {}
+    labels: int = 0
+    faults: int = 0
+    seconds: dict[str, float] = {}
+    remaining_gap_hours: float = 0.0
+
+
+class RunSummary(BaseModel):
+    load: LoadSummary
+    dbt_models: int = 0
+    dbt_tests: int = 0
+    seconds: dict[str, float] = {}
+
+
+def _dbt_counts(run: DbtRun) -> dict[str, int]:
+    kinds = Counter(r.unique_id.split(".", 1)[0] for r in run.results)
+    return {"dbt_models": kinds["model"], "dbt_tests": kinds["test"]}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def resolve_window(params: WindowParams, stream: str, interval_s: int) -> tuple[Window, float]:
+    """[watermark, now) by default, capped to max_catch_up_hours; returns the gap left over."""
+    step = timedelta(seconds=interval_s)
+    end = params.end or floor_time(_now(), step)
+    start = params.start or tasks.read_watermark(stream) or (end - DEFAULT_FIRST_WINDOW)
+    cap = start + timedelta(hours=params.max_catch_up_hours)
+    remaining = max((end - cap).total_seconds() / 3600, 0.0)
+    return Window(start, min(end, cap)), remaining
+
+
+def _simulate_and_load(fleet: FleetParams, window: Window, chunk: timedelta,
+                       source: str) -> LoadSummary:
+    logger = get_run_logger()
+    config = fleet.config()
+    tasks.register_fleet(config)
+    pieces = list(chunks(window, chunk))
+    summary = LoadSummary(window_start=window.start, window_end=window.end, chunks=len(pieces))
+    by_rule: Counter[str] = Counter()
+    sim_s = load_s = 0.0
+    for i, piece in enumerate(pieces, 1):
+        t = time.perf_counter()
+        batch = tasks.simulate_window(config, piece)
+        sim_s += time.perf_counter() - t
+        t = time.perf_counter()
+        result = tasks.load_window(batch, piece, source)
+        load_s += time.perf_counter() - t
+        summary.batch_ids.append(result.batch_id)
+        summary.rows_received += result.rows_received
+        summary.rows_loaded += result.rows_loaded
+        summary.rows_duplicate += result.rows_duplicate
+        summary.rows_quarantined += result.rows_quarantined
+        summary.labels += len(batch.labels)
+        summary.faults += len(batch.faults)
+        by_rule.update(result.quarantined_by_rule)
+        progress.report(i, len(pieces), f"{piece}: {result.rows_loaded:,} loaded")
+    summary.quarantined_by_rule = dict(by_rule.most_common())
+    summary.seconds = {"simulate": round(sim_s, 2), "load": round(load_s, 2)}
+    logger.info(
+        "%s: %d chunks, %d received, %d loaded, %d duplicate, %d quarantined %s",
+        window, len(pieces), summary.rows_received, summary.rows_loaded,
+        summary.rows_duplicate, summary.rows_quarantined, dict(by_rule),
+    )
+    return summary
+
+
+@flow(name="simulate-and-load")
+def simulate_and_load(
+    window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams()
+) -> LoadSummary:
+    """Simulate the fleet over a window (default: since the watermark up to now) and load it."""
+    interval = fleet.resolved()["interval_seconds"]
+    resolved, remaining = resolve_window(window, SIMULATOR_STREAM, interval)
+    summary = _simulate_and_load(fleet, resolved, timedelta(minutes=window.chunk_minutes),
+                                 "simulator")
+    summary.remaining_gap_hours = round(remaining, 3)
+    return summary
+
+
+@flow(name="build-kpis")
+def build_kpis(full_refresh: bool = False) -> RunSummary:
+    """Build the KPI marts with dbt (incremental, with the late-data lookback)."""
+    t = time.perf_counter()
+    run = tasks.build_kpis(full_refresh=full_refresh)
+    return RunSummary(load=LoadSummary(), **_dbt_counts(run),
+                      seconds={"dbt": round(time.perf_counter() - t, 2)})
+
+
+@flow(name="micro-batch")
+def micro_batch(
+    window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams()
+) -> RunSummary:
+    """Simulate and load what arrived since the watermark, then rebuild the KPIs it touched."""
+    load = simulate_and_load(window, fleet)
+    t = time.perf_counter()
+    run = tasks.build_kpis()
+    seconds = {**load.seconds, "dbt": round(time.perf_counter() - t, 2)}
+    summary = RunSummary(load=load, **_dbt_counts(run), seconds=seconds)
+    get_run_logger().info(
+        "micro-batch %s-%s: %d loaded, %d quarantined, dbt %d models / %d tests in %.1fs",
+        load.window_start, load.window_end, load.rows_loaded, load.rows_quarantined,
+        summary.dbt_models, summary.dbt_tests, seconds["dbt"],
+    )
+    return summary
+
+
+@flow(name="backfill")
+def backfill(
+    params: BackfillParams = BackfillParams(), fleet: FleetParams = FleetParams()
+) -> RunSummary:
+    """Load `days` of history ending at `end` (default: the start of today, UTC) in chunks,
+    then build the KPIs. Re-running it loads nothing new."""
+    end = params.end or floor_time(_now(), timedelta(days=1))
+    window = Window(end - timedelta(days=params.days), end)
+    load = _simulate_and_load(fleet, window, timedelta(minutes=params.chunk_minutes),
+                              "backfill")
+    t = time.perf_counter()
+    run = tasks.build_kpis()
+    seconds = {**load.seconds, "dbt": round(time.perf_counter() - t, 2)}
+    return RunSummary(load=load, **_dbt_counts(run), seconds=seconds)

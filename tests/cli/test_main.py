@@ -1,0 +1,31 @@
+"""The console script: help on every command, and status/run against a real database."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+COMMANDS = [[], ["db"], ["db", "upgrade"], ["db", "url"], ["backfill"], ["run"], ["status"],
+            ["demo"], ["dbt"]]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_every_command_explains_itself(command):
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output and len(result.output.splitlines()) > 3
+
+
+def test_status_on_an_empty_database_says_what_to_do(db):
+    result = runner.invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    assert "not built yet" in result.output and "readings 0" in result.output
+
+
+def test_run_refuses_an_unknown_flow(db):
+    result = runner.invoke(app, ["run", "nightly-magic"])
+    assert result.exit_code != 0
+    assert "unknown flow" in result.output
