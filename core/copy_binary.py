@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -26,15 +28,35 @@ def pg_timestamps(ts: pd.Series) -> np.ndarray:
     return unix_us - _PG_EPOCH_US
 
 
-def readings_buffer(frame: pd.DataFrame, batch_id: int) -> bytes:
-    """A binary COPY payload for `READING_COPY_COLUMNS`; frame values must not be null."""
-    rows = np.empty(len(frame), dtype=_READING_ROW)
+def readings_chunks(frame: pd.DataFrame, batch_id: int, rows_per_chunk: int = 50_000
+                    ) -> Iterator[bytes]:
+    """The same payload as readings_buffer, in pieces: the server can ingest one piece while
+    the next is encoded (two cores, two workers)."""
+    n = len(frame)
+    device_id = frame["device_id"].to_numpy()
+    metric_id = frame["metric_id"].to_numpy()
+    ts = pg_timestamps(frame["ts"])
+    value = frame["value"].to_numpy(dtype="float64")
+    yield _HEADER
+    for start in range(0, n, rows_per_chunk):
+        end = min(start + rows_per_chunk, n)
+        yield _encode(device_id[start:end], metric_id[start:end], ts[start:end],
+                      value[start:end], batch_id)
+    yield _TRAILER
+
+
+def _encode(device_id: np.ndarray, metric_id: np.ndarray, ts: np.ndarray, value: np.ndarray,
+            batch_id: int) -> bytes:
+    rows = np.empty(len(device_id), dtype=_READING_ROW)
     rows["ncols"] = 5
     rows["l_device"], rows["l_metric"], rows["l_ts"] = 4, 2, 8
     rows["l_value"], rows["l_batch"] = 8, 8
-    rows["device_id"] = frame["device_id"].to_numpy()
-    rows["metric_id"] = frame["metric_id"].to_numpy()
-    rows["ts"] = pg_timestamps(frame["ts"])
-    rows["value"] = frame["value"].to_numpy(dtype="float64")
+    rows["device_id"], rows["metric_id"], rows["ts"], rows["value"] = (
+        device_id, metric_id, ts, value)
     rows["batch_id"] = batch_id
-    return _HEADER + rows.tobytes() + _TRAILER
+    return rows.tobytes()
+
+
+def readings_buffer(frame: pd.DataFrame, batch_id: int) -> bytes:
+    """A binary COPY payload for `READING_COPY_COLUMNS`; frame values must not be null."""
+    return b"".join(readings_chunks(frame, batch_id, max(len(frame), 1)))

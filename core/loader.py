@@ -19,13 +19,12 @@ import psycopg
 from psycopg import sql
 
 from core import db, rules
-from core.copy_binary import READING_COPY_COLUMNS, readings_buffer
+from core.copy_binary import READING_COPY_COLUMNS, readings_chunks
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
 SOURCES = ("simulator", "api", "csv", "backfill")
-_COPY_CHUNK = 8 << 20
 
 
 @dataclass
@@ -76,35 +75,60 @@ def ensure_partitions(first: pd.Timestamp, last: pd.Timestamp) -> None:
     _partition_days.update((key, d) for d in todo)
 
 
-def _copy(conn: psycopg.Connection, table: sql.Composable, payload: bytes) -> None:
+def _copy(conn: psycopg.Connection, table: sql.Composable, rows: pd.DataFrame,
+          batch_id: int) -> None:
     stmt = sql.SQL("COPY {} {} FROM STDIN (FORMAT binary)").format(
         table, sql.SQL(READING_COPY_COLUMNS)
     )
     with conn.cursor().copy(stmt) as copy:
-        view = memoryview(payload)
-        for start in range(0, len(view), _COPY_CHUNK):
-            copy.write(view[start : start + _COPY_CHUNK])
+        for piece in readings_chunks(rows, batch_id):
+            copy.write(piece)
 
 
-def _range_is_empty(conn: psycopg.Connection, frame: pd.DataFrame) -> bool:
-    lo, hi = frame["ts"].min(), frame["ts"].max()
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM telemetry.readings WHERE ts >= %s AND ts <= %s)", (lo, hi)
-    ).fetchone()
-    return not row[0]
+def _fresh_mask(conn: psycopg.Connection, frame: pd.DataFrame) -> np.ndarray:
+    """Rows newer than every stored reading of their series (in the batch's time range).
+
+    Such rows cannot collide with stored ones, so they may be COPied straight in. One
+    primary-key probe per series, each pruned to the batch's partitions."""
+    key = (frame["device_id"].to_numpy(np.int64) << 16) | frame["metric_id"].to_numpy(np.int64)
+    series = np.unique(key)
+    newest = conn.execute(
+        """
+        SELECT k.key, last.ts
+        FROM unnest(%(keys)s::bigint[]) AS k(key)
+        CROSS JOIN LATERAL (
+            SELECT r.ts FROM telemetry.readings r
+            WHERE r.device_id = (k.key >> 16)::int AND r.metric_id = (k.key & 65535)::smallint
+              AND r.ts >= %(lo)s AND r.ts <= %(hi)s
+            ORDER BY r.ts DESC LIMIT 1
+        ) AS last
+        """,
+        {"keys": series.tolist(), "lo": frame["ts"].min(), "hi": frame["ts"].max()},
+    ).fetchall()
+    if not newest:
+        return np.ones(len(frame), dtype=bool)
+    stored_keys = np.array([r[0] for r in newest], dtype=np.int64)
+    order = np.argsort(stored_keys)
+    stored_keys = stored_keys[order]
+    stored_ts = pd.to_datetime([newest[i][1] for i in order], utc=True).to_numpy("datetime64[ns]")
+    pos = np.clip(np.searchsorted(stored_keys, key), 0, len(stored_keys) - 1)
+    has_stored = stored_keys[pos] == key
+    ts = frame["ts"].to_numpy("datetime64[ns]")
+    return ~has_stored | (ts > stored_ts[pos])
 
 
-def _load_direct(conn: psycopg.Connection, payload: bytes) -> bool:
+def _load_direct(conn: psycopg.Connection, rows: pd.DataFrame, batch_id: int) -> bool:
     """COPY straight into readings when nothing can collide; False if something did."""
     try:
         with conn.transaction():  # a savepoint: a collision undoes only this COPY
-            _copy(conn, sql.SQL("telemetry.readings"), payload)
+            _copy(conn, sql.SQL("telemetry.readings"), rows, batch_id)
         return True
     except psycopg.errors.UniqueViolation:
         return False
 
 
-def _load_staged(conn: psycopg.Connection, payload: bytes, batch_id: int) -> tuple[int, int]:
+def _load_staged(conn: psycopg.Connection, rows: pd.DataFrame, batch_id: int
+                 ) -> tuple[int, int]:
     """Stage, insert what is new, quarantine keys stored earlier with another value.
 
     Returns (rows loaded, conflicting rows)."""
@@ -112,24 +136,30 @@ def _load_staged(conn: psycopg.Connection, payload: bytes, batch_id: int) -> tup
         "CREATE TEMP TABLE reading_stage (device_id integer, metric_id smallint, "
         "ts timestamptz, value double precision, batch_id bigint) ON COMMIT DROP"
     )
-    _copy(conn, sql.SQL("reading_stage"), payload)
-    loaded = conn.execute(
-        "INSERT INTO telemetry.readings (device_id, metric_id, ts, value, batch_id) "
-        "SELECT device_id, metric_id, ts, value, batch_id FROM reading_stage "
-        "ON CONFLICT (device_id, metric_id, ts) DO NOTHING"
-    ).rowcount
-    conflicts = conn.execute(
+    _copy(conn, sql.SQL("reading_stage"), rows, batch_id)
+    # A conflicting key "updates" the stored row to its own value: that is how RETURNING can
+    # name the (rare) conflicts without joining the whole batch against stored readings. A row
+    # returned with another batch's id is such a conflict (in-batch repeats were removed).
+    loaded, conflicts = conn.execute(
         """
-        WITH clash AS (
-            SELECT s.device_id, s.metric_id, s.ts, s.value, r.value AS stored_value,
-                   r.batch_id AS stored_batch, m.metric, m.unit,
+        WITH upsert AS (
+            INSERT INTO telemetry.readings AS r (device_id, metric_id, ts, value, batch_id)
+            SELECT device_id, metric_id, ts, value, batch_id FROM reading_stage
+            ON CONFLICT (device_id, metric_id, ts) DO UPDATE SET value = r.value
+            WHERE r.value IS DISTINCT FROM EXCLUDED.value
+            RETURNING r.device_id, r.metric_id, r.ts, r.value AS stored_value,
+                      r.batch_id AS stored_batch, r.batch_id = %(batch)s AS inserted
+        ), conflicted AS MATERIALIZED (
+            SELECT * FROM upsert WHERE NOT inserted
+        ), clash AS (
+            SELECT s.device_id, s.metric_id, s.ts, s.value, c.stored_value, c.stored_batch,
+                   m.metric,
                    jsonb_build_object('device_id', s.device_id, 'metric_id', s.metric_id,
                                       'ts', s.ts, 'value', s.value) AS raw
-            FROM reading_stage s
-            JOIN telemetry.readings r USING (device_id, metric_id, ts)
+            FROM conflicted c
+            JOIN reading_stage s USING (device_id, metric_id, ts)
             LEFT JOIN telemetry.metrics m ON m.metric_id = s.metric_id
-            WHERE r.batch_id <> %(batch)s AND r.value IS DISTINCT FROM s.value
-        ), ins AS (
+        ), quarantined AS (
             INSERT INTO telemetry.quarantine
                 (batch_id, rule, reason, device_id, metric_id, ts, value, raw, fingerprint)
             SELECT %(batch)s, 'conflicting_duplicate',
@@ -143,10 +173,10 @@ def _load_staged(conn: psycopg.Connection, payload: bytes, batch_id: int) -> tup
             FROM clash
             ON CONFLICT (fingerprint) DO NOTHING
         )
-        SELECT count(*) FROM clash
+        SELECT (SELECT count(*) FROM upsert WHERE inserted), (SELECT count(*) FROM clash)
         """,
         {"batch": batch_id},
-    ).fetchone()[0]
+    ).fetchone()
     return loaded, conflicts
 
 
@@ -217,7 +247,6 @@ def load_readings(
         lap("validate")
         if not clean.empty:
             ensure_partitions(clean["ts"].min(), clean["ts"].max())
-        payload = b""
         with conn.transaction():
             batch_id = conn.execute(
                 "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
@@ -226,17 +255,23 @@ def load_readings(
                 (source, stream, window_start, window_end, reference, len(readings), started),
             ).fetchone()[0]
             conflicts = 0
-            path = "none"
+            loaded, path = 0, "none"
             if not clean.empty:
-                payload = readings_buffer(clean, batch_id)
-                lap("encode")
-                if _range_is_empty(conn, clean) and _load_direct(conn, payload):
-                    loaded, path = len(clean), "direct"
-                else:
-                    (loaded, conflicts), path = _load_staged(conn, payload, batch_id), "staged"
+                # Rows newer than their series' stored rows cannot collide: COPY them straight
+                # in. The rest (late rows, re-runs) go through the staged insert.
+                fresh = _fresh_mask(conn, clean)
+                fresh_rows, other_rows = clean[fresh], clean[~fresh]
+                lap("plan")
+                if not fresh_rows.empty:
+                    if _load_direct(conn, fresh_rows, batch_id):
+                        loaded, path = len(fresh_rows), "direct"
+                    else:  # a concurrent batch got there first
+                        other_rows = clean
+                if not other_rows.empty:
+                    staged, conflicts = _load_staged(conn, other_rows, batch_id)
+                    loaded += staged
+                    path = "staged" if path == "none" else "direct+staged"
                 lap("copy_insert")
-            else:
-                loaded = 0
             _quarantine_rejected(conn, verdict.rejected, batch_id)
             by_rule = verdict.rejected["rule"].value_counts().to_dict()
             if conflicts:

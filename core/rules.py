@@ -69,33 +69,36 @@ def check(readings: pd.DataFrame, registry: Registry, reference_time: pd.Timesta
     value = frame["value"].to_numpy(dtype="float64", na_value=np.nan)
     metric_id = frame["metric_id"].to_numpy(dtype="int64")
     device_id = frame["device_id"].to_numpy(dtype="int64")
-    ts = pd.to_datetime(frame["ts"], utc=True)
-    frame["ts"] = ts
+    ts = frame["ts"]
+    if not (isinstance(ts.dtype, pd.DatetimeTZDtype) and str(ts.dtype.tz) == "UTC"):
+        ts = pd.to_datetime(ts, utc=True)
+        frame["ts"] = ts
 
     flag(np.isnan(value) | ts.isna().to_numpy(), NULL_VALUE)
     flag(~np.isin(metric_id, list(registry.metrics)), UNKNOWN_METRIC)
     known = registry.device_ids
     idx = np.minimum(np.searchsorted(known, device_id), max(len(known) - 1, 0))
     flag(~((len(known) > 0) & (known[idx] == device_id)), UNKNOWN_DEVICE)
-    lo = np.full(n, -np.inf)
-    hi = np.full(n, np.inf)
+    # Limits by table lookup (metric ids are small); unknown ids get an open range.
+    size = max(registry.metrics, default=0) + 2
+    lo_table, hi_table = np.full(size, -np.inf), np.full(size, np.inf)
     for mid, lim in registry.metrics.items():
-        m = metric_id == mid
-        lo[m], hi[m] = lim.hard_min, lim.hard_max
+        lo_table[mid], hi_table[mid] = lim.hard_min, lim.hard_max
+    slot = np.where((metric_id >= 0) & (metric_id < size), metric_id, size - 1)
     with np.errstate(invalid="ignore"):
-        flag((value < lo) | (value > hi), IMPOSSIBLE_VALUE)
+        flag((value < lo_table[slot]) | (value > hi_table[slot]), IMPOSSIBLE_VALUE)
     limit = reference_time + pd.Timedelta(seconds=future_tolerance_s)
     flag((ts > limit).to_numpy(dtype=bool), FUTURE_TIMESTAMP)
 
     # In-batch repeats of a key: identical ones are plain duplicates (counted, not stored twice),
     # different values conflict (the first one wins, later ones are rejected).
-    keyed = frame[code == 0]
-    repeated = keyed.duplicated(["device_id", "metric_id", "ts"], keep="first").to_numpy()
+    keep = code == 0
+    keyed = frame[keep]
+    key = ["device_id", "metric_id", "ts"]
+    repeated = keyed.duplicated(key, keep="first").to_numpy()
     first_value = pd.Series(dtype="float64")
     exact_dups = 0
-    keep = code == 0
     if repeated.any():
-        key = ["device_id", "metric_id", "ts"]
         first_value = keyed[~repeated].set_index(key)["value"]
         repeat = keyed[repeated]
         seen = first_value.reindex(pd.MultiIndex.from_frame(repeat[key])).to_numpy()

@@ -200,3 +200,20 @@ def test_unknown_source_is_refused_before_anything_is_written(registered):
     with pytest.raises(ValueError, match="source must be one of"):
         loader.load_readings(readings(minutes=1), source="ftp", stream="x")
     assert store.table_counts(registered)["batches"] == 0
+
+
+def test_mixed_batch_new_late_duplicate_and_conflicting_rows(registered):
+    """Fresh rows take the direct COPY, older ones the staged insert, in one batch."""
+    load(readings(minutes=10))
+    frame = readings(minutes=20)  # first 10 min stored already, last 10 min new
+    stored = frame[frame["ts"] < T0 + pd.Timedelta(minutes=10)]
+    late_new = stored.iloc[[0]].assign(ts=T0 - pd.Timedelta(minutes=30))  # older than stored
+    conflict = stored.iloc[[5]].assign(value=stored["value"].iloc[5] + 1)
+    batch = pd.concat([frame.drop(index=stored.index[5]), late_new, conflict], ignore_index=True)
+    result = load(batch)
+    assert result.load_path == "direct+staged"
+    assert result.rows_loaded == 360 + 1
+    assert result.rows_duplicate == 359
+    assert result.quarantined_by_rule == {rules.CONFLICTING_DUPLICATE: 1}
+    assert result.rows_received == result.rows_loaded + result.rows_duplicate + 1
+    assert registered.execute("SELECT count(*) FROM telemetry.readings").fetchone()[0] == 721
