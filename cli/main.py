@@ -66,7 +66,9 @@ def backfill(
     chunk_minutes: Annotated[int, typer.Option(help="Chunk size (minutes).")] = 180,
 ) -> None:
     """Simulate and load N days of history in chunks, then build the KPIs."""
-    _run_backfill(days, end, chunk_minutes)
+    t = time.perf_counter()
+    summary = _run_backfill(days, end, chunk_minutes)
+    _print_summary(summary, "backfill", time.perf_counter() - t)
 
 
 def _run_backfill(days: float, end: datetime | None, chunk_minutes: int):
@@ -92,6 +94,8 @@ def run_flow(
     param: Annotated[list[str] | None, typer.Option(
         "--param", "-p", help="key=value for the flow's window/params (e.g. -p chunk_minutes=30)"
     )] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full summary as JSON.")
+                       ] = False,
 ) -> None:
     """Run one flow now, in-process (ephemeral Prefect unless PREFECT_API_URL is set)."""
     from flows import pipeline
@@ -109,9 +113,34 @@ def run_flow(
         summary = pipeline.backfill(params=BackfillParams(**values))
     else:
         raise typer.BadParameter(f"unknown flow {name!r}; choose from {', '.join(FLOWS)}")
-    console.print_json(summary.model_dump_json())
-    console.print(f"[green]{name} finished[/] in {time.perf_counter() - t:.1f}s — "
-                  "see `telemetry status`")
+    if as_json:
+        console.print_json(summary.model_dump_json())
+    else:
+        _print_summary(summary, name, time.perf_counter() - t)
+
+
+def _print_summary(summary, name: str, seconds: float) -> None:
+    """A short account of a flow run and where to look next."""
+    from flows.pipeline import LoadSummary
+
+    load: LoadSummary = getattr(summary, "load", summary)
+    if load.window_start:
+        rules = ", ".join(f"{k} {v:,}" for k, v in load.quarantined_by_rule.items())
+        console.print(
+            f"{load.window_start:%Y-%m-%d %H:%M} - {load.window_end:%Y-%m-%d %H:%M} UTC in "
+            f"{load.chunks} chunks: {load.rows_received:,} received, {load.rows_loaded:,} "
+            f"loaded, {load.rows_duplicate:,} duplicate, {load.rows_quarantined:,} quarantined"
+            + (f" ({rules})" if rules else "")
+            + f"; {load.labels} anomaly labels, {load.faults} data faults"
+        )
+        if load.remaining_gap_hours:
+            console.print(f"[yellow]{load.remaining_gap_hours:.1f} h of the gap remain[/]: the "
+                          "next run continues from the new watermark")
+    if getattr(summary, "dbt_models", 0):
+        console.print(f"dbt: {summary.dbt_models} models built, {summary.dbt_tests} tests passed")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
+    console.print(f"[green]{name} finished[/] in {seconds:.1f}s ({stages}); next: "
+                  "[bold]telemetry status[/]")
 
 
 @app.command()
@@ -137,12 +166,13 @@ def status() -> None:
     for col in ("id", "source", "window", "received", "loaded", "dup", "quar.", "status", "took"):
         t.add_column(col)
     for b in batches:
-        window = (f"{b['window_start']:%m-%d %H:%M}-{b['window_end']:%H:%M}"
+        window = (f"{b['window_start']:%m-%d %H:%M} "
+                  f"+{(b['window_end'] - b['window_start']).total_seconds() / 60:.0f}m"
                   if b["window_start"] and b["window_end"] else "-")
         t.add_row(str(b["batch_id"]), b["source"], window, f"{b['rows_received']:,}",
                   f"{b['rows_loaded']:,}", f"{b['rows_duplicate']:,}",
                   f"{b['rows_quarantined']:,}",
-                  b["status"] if b["status"] != "failed" else f"[red]failed: {b['error']}[/]",
+                  "ok" if b["status"] == "succeeded" else f"[red]{b['status']}: {b['error']}[/]",
                   f"{b['took'].total_seconds():.2f}s")
     console.print(t)
     console.print("tables: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))

@@ -86,6 +86,15 @@ def conn(db: str) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server per test process (flows run against it, as in production)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
 def pytest_report_header() -> str:
     where = os.environ.get("DATABASE_URL") or f"embedded ({PROJECT_ROOT / '.data' / 'pg'})"
     return f"database server: {where}"

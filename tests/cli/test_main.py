@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from core.settings import get_settings
 
 runner = CliRunner()
 COMMANDS = [[], ["db"], ["db", "upgrade"], ["db", "url"], ["backfill"], ["run"], ["status"],
@@ -29,3 +30,17 @@ def test_run_refuses_an_unknown_flow(db):
     result = runner.invoke(app, ["run", "nightly-magic"])
     assert result.exit_code != 0
     assert "unknown flow" in result.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_demo_runs_end_to_end_and_says_where_to_look_next(db, monkeypatch):
+    for name, value in {"SITES": "1", "ZONES_PER_SITE": "1", "DEVICES_PER_ZONE": "2"}.items():
+        monkeypatch.setenv(f"TELEMETRY_{name}", value)
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["demo", "--days", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "rows received / loaded" in result.output and "fct_kpi_5m" in result.output
+    assert "telemetry status" in result.output
+    again = runner.invoke(app, ["backfill", "--days", "0.05"])
+    assert again.exit_code == 0, again.output
+    assert " 0 loaded" in again.output and "duplicate" in again.output

@@ -23,8 +23,9 @@ def readings_snapshot(conn: psycopg.Connection) -> list[tuple]:
 
 
 def kpi_snapshot(conn: psycopg.Connection) -> list[tuple]:
+    # A float sum may differ in its last bit when PostgreSQL scans rows in another order.
     return conn.execute(
-        "SELECT device_id, metric_id, window_start, reading_count, mean"
+        "SELECT device_id, metric_id, window_start, reading_count, round(mean::numeric, 9)"
         " FROM analytics.fct_kpi_5m ORDER BY 1, 2, 3"
     ).fetchall()
 
