@@ -37,10 +37,12 @@ def load_window(batch: SimulatedBatch, window: Window, source: str) -> loader.Ba
 
 
 @task(name="dbt-build", **IO_RETRIES)
-def build_kpis(select: str | None = None, full_refresh: bool = False) -> dbt_runner.DbtRun:
+def build_kpis(rebuild_from: datetime | None = None, full_refresh: bool = False
+               ) -> dbt_runner.DbtRun:
+    """dbt build; windows from `rebuild_from` on are rebuilt even when older than the
+    late-data horizon (a backfill of older history)."""
     args = ["build"]
-    if select:
-        args += ["--select", select]
     if full_refresh:
         args.append("--full-refresh")
-    return dbt_runner.run_dbt(args)
+    vars = {"rebuild_from": rebuild_from.isoformat()} if rebuild_from else None
+    return dbt_runner.run_dbt(args, vars=vars)

@@ -17,14 +17,23 @@
     late reading inside the horizon updates its window on the next run. The bound is aligned to
     the model's grain (a window is never rebuilt from half its rows) and is resolved at compile
     time into an immutable `to_timestamp(<epoch>)`, so PostgreSQL prunes readings partitions
-    while planning. -#}
+    while planning.
+
+    var('rebuild_from') (an ISO timestamp, optional) moves the bound back to that time: a
+    backfill of older history passes its window start so its windows get built too. -#}
 {% macro kpi_lookback_bound(grain) %}
     {%- if not execute or not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set horizon = var('late_horizon_minutes', 120) | int -%}
+    {%- set rebuild_from = var('rebuild_from', none) -%}
     {%- set query -%}
-        select extract(epoch from {{ kpi_bin(grain, 'max(window_start) - make_interval(mins => ' ~ horizon ~ ')') }})::bigint
+        select extract(epoch from least(
+            {{ kpi_bin(grain, 'max(window_start) - make_interval(mins => ' ~ horizon ~ ')') }}
+            {%- if rebuild_from %},
+            {{ kpi_bin(grain, "'" ~ rebuild_from ~ "'::timestamptz") }}
+            {%- endif %}
+        ))::bigint
         from {{ this }}
     {%- endset -%}
     {%- set epoch = run_query(query).columns[0].values()[0] -%}

@@ -76,3 +76,23 @@ def test_flow_parameters_refuse_bad_values():
         BackfillParams(days=0)
     with pytest.raises(ValidationError, match="start must be before end"):
         WindowParams(start=END, end=END - timedelta(minutes=1))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_backfilling_older_history_builds_its_kpi_windows_too(conn):
+    """History older than the late-data horizon still gets KPIs when it is backfilled."""
+    pipeline.backfill(params=BackfillParams(days=1 / 24, end=END, chunk_minutes=60), fleet=SMALL)
+    older_end = END - timedelta(hours=6)
+    pipeline.backfill(params=BackfillParams(days=1 / 24, end=older_end, chunk_minutes=60),
+                      fleet=SMALL)
+    built = conn.execute(
+        "SELECT count(DISTINCT window_start) FROM analytics.fct_kpi_5m"
+        " WHERE window_start >= %s AND window_start < %s",
+        (older_end - timedelta(hours=1), older_end),
+    ).fetchone()[0]
+    assert built == 12
+    hourly = conn.execute(
+        "SELECT count(*) FROM analytics.fct_kpi_1h WHERE window_start = %s",
+        (older_end - timedelta(hours=1),),
+    ).fetchone()[0]
+    assert hourly == 4 * 4  # every device and metric
