@@ -93,12 +93,13 @@ def check(readings: pd.DataFrame, registry: Registry, reference_time: pd.Timesta
     # In-batch repeats of a key: identical ones are plain duplicates (counted, not stored twice),
     # different values conflict (the first one wins, later ones are rejected).
     keep = code == 0
-    keyed = frame[keep]
     key = ["device_id", "metric_id", "ts"]
-    repeated = keyed.duplicated(key, keep="first").to_numpy()
+    passing = frame[keep]
+    keyed = passing[passing.duplicated(key, keep=False).to_numpy()]  # only keys seen twice+
     first_value = pd.Series(dtype="float64")
     exact_dups = 0
-    if repeated.any():
+    if not keyed.empty:
+        repeated = keyed.duplicated(key, keep="first").to_numpy()
         first_value = keyed[~repeated].set_index(key)["value"]
         repeat = keyed[repeated]
         seen = first_value.reindex(pd.MultiIndex.from_frame(repeat[key])).to_numpy()
@@ -122,7 +123,7 @@ def _reasons(rejected: pd.DataFrame, registry: Registry, reference_time: pd.Time
     names = {mid: lim.metric for mid, lim in registry.metrics.items()}
     ts_text = _fmt_ts(rejected["ts"])
     ref_text = reference_time.strftime("%Y-%m-%dT%H:%M:%SZ")
-    for (_, row), when in zip(rejected.iterrows(), ts_text, strict=True):
+    for row, when in zip(rejected.itertuples(index=False), ts_text, strict=True):
         mid, dev, val = int(row.metric_id), int(row.device_id), row.value
         what = f"device {dev}, {names.get(mid, f'metric {mid}')}, {when}"
         match row.rule:
