@@ -33,42 +33,40 @@ def upsert_devices(conn: psycopg.Connection, fleet: pd.DataFrame) -> int:
     return len(rows)
 
 
+def _insert_new(conn: psycopg.Connection, table: str, columns: tuple[str, ...],
+                rows: list[tuple]) -> int:
+    """Insert rows keyed by their first column; rows already stored are left as they are."""
+    if rows:
+        placeholders = ", ".join(["%s"] * len(columns))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO telemetry.{table} ({', '.join(columns)}) VALUES ({placeholders})"
+                f" ON CONFLICT ({columns[0]}) DO NOTHING",
+                rows,
+            )
+    return len(rows)
+
+
 def insert_labels(conn: psycopg.Connection, labels: pd.DataFrame) -> int:
-    """Store anomaly ground truth; labels already stored are left as they are."""
-    if labels.empty:
-        return 0
+    """Store anomaly ground truth (simulator labels)."""
     rows = [
         (r.label_id, int(r.device_id), list(r.metrics), r.anomaly_type, r.start_ts, r.end_ts,
          float(r.magnitude))
         for r in labels.itertuples(index=False)
     ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO telemetry.anomaly_labels (label_id, device_id, metrics, anomaly_type,"
-            " start_ts, end_ts, magnitude) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (label_id) DO NOTHING",
-            rows,
-        )
-    return len(rows)
+    return _insert_new(conn, "anomaly_labels", ("label_id", "device_id", "metrics",
+                       "anomaly_type", "start_ts", "end_ts", "magnitude"), rows)
 
 
 def insert_faults(conn: psycopg.Connection, faults: pd.DataFrame) -> int:
-    """Store injected data faults; faults already stored are left as they are."""
-    if faults.empty:
-        return 0
+    """Store the data faults the simulator injected."""
     rows = [
         (r.fault_id, r.fault_type, int(r.device_id), int(r.metric_id), r.ts, r.arrival_ts,
          r.detail)
         for r in faults.itertuples(index=False)
     ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO telemetry.data_faults (fault_id, fault_type, device_id, metric_id, ts,"
-            " arrival_ts, detail) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (fault_id) DO NOTHING",
-            rows,
-        )
-    return len(rows)
+    return _insert_new(conn, "data_faults", ("fault_id", "fault_type", "device_id",
+                       "metric_id", "ts", "arrival_ts", "detail"), rows)
 
 
 def get_watermark(conn: psycopg.Connection, stream: str) -> datetime | None:
