@@ -1,0 +1,117 @@
+"""Fusion: detector scores + static limits on raw values -> one fused score and a severity.
+
+Inputs, aligned row by row:
+  scores  name -> normalized detector score (1.0 = that detector's alarm; NaN = no verdict);
+  values  metric -> raw value (NaN = not this metric / missing), checked against `limits`
+          (metric -> upper limit, e.g. {"co2": 1000, "temperature": 30, "humidity": 80}: the
+          seeds' thresholds, passed in by the caller, never hard-coded here). A limit is
+          breached when value > limit. For long-format rows (one metric per row), pass
+          {metric: np.where(row_metric == metric, value, nan)}.
+
+A detector "fires" at score >= 1.0. The fused score is max(detector scores, value / limit), in
+the same convention (1.0 = a detector's threshold or a limit). Severity, first rule that holds:
+  critical  a limit is breached AND at least one detector fires       reason "limit+detector"
+  high      a limit is breached, or >= 2 detectors fire                "limit" / "multi-detector"
+  medium    one detector fires with score >= `strong` (default 2.0)   "strong-detector"
+  low       one detector fires                                         "detector"
+  none      otherwise                                                  ""
+Agreement and physical limits outrank one detector's strength: two independent views of the
+same row are better evidence than one very confident one, and a limit is a business rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.base import BaseEstimator
+
+from detectors.base import ALARM
+
+SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
+
+
+def _join(names: list[str], masks: list[np.ndarray], n: int) -> np.ndarray:
+    """Per row, the names whose mask is True joined by ',' (a loop over names, not rows)."""
+    out = pd.Series([""] * n, dtype=object)
+    for name, mask in zip(names, masks, strict=True):
+        add = pd.Series(np.where(mask, name, ""), dtype=object)
+        sep = np.where((out != "") & mask, ",", "")
+        out = out + sep + add
+    return out.to_numpy(dtype=object)
+
+
+class Fusion(BaseEstimator):
+    """Combine detector scores and static limits; stateless (fit is a no-op)."""
+
+    def __init__(self, limits: Mapping[str, float] | None = None, strong: float = 2.0) -> None:
+        self.limits = limits
+        self.strong = strong
+
+    def fit(self, *args: object, **kwargs: object) -> Fusion:
+        return self
+
+    def combine(
+        self,
+        scores: Mapping[str, npt.ArrayLike],
+        values: Mapping[str, npt.ArrayLike] | pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """DataFrame with one row per input row: score, severity, reason, fired_by, breached,
+        n_fired. fired_by / breached are comma-joined detector / metric names ("" if none)."""
+        names = list(scores)
+        cols = [np.asarray(scores[k], dtype=np.float64).reshape(-1) for k in names]
+        limits = dict(self.limits or {})
+        vals = values if values is not None else {}
+        lim_names = [m for m in limits if m in vals]
+        lim_cols = [np.asarray(vals[m], dtype=np.float64).reshape(-1) for m in lim_names]
+        lengths = {len(c) for c in cols + lim_cols}
+        if len(lengths) > 1:
+            raise ValueError("scores and values must all have the same length")
+        n = lengths.pop() if lengths else 0
+
+        det = np.vstack(cols) if cols else np.empty((0, n))
+        with np.errstate(invalid="ignore"):
+            fired = det >= ALARM
+            raw = (
+                np.vstack(lim_cols) / np.array([limits[m] for m in lim_names])[:, None]
+                if lim_cols
+                else np.empty((0, n))
+            )
+            breached = raw > 1.0
+        both = np.vstack([det, raw])
+        fused = np.full(n, np.nan)
+        some = ~np.isnan(both).all(axis=0) if both.size else np.zeros(n, dtype=bool)
+        fused[some] = np.nanmax(both[:, some], axis=0)
+        n_fired = fired.sum(axis=0)
+        any_breach = breached.any(axis=0)
+        top = np.nanmax(np.where(fired, det, -np.inf), axis=0) if cols else np.full(n, -np.inf)
+
+        conditions = [
+            any_breach & (n_fired >= 1),
+            any_breach,
+            n_fired >= 2,
+            (n_fired == 1) & (top >= self.strong),
+            n_fired == 1,
+        ]
+        severity = np.select(
+            conditions, ["critical", "high", "high", "medium", "low"], default="none"
+        )
+        reason = np.select(
+            conditions,
+            ["limit+detector", "limit", "multi-detector", "strong-detector", "detector"],
+            default="",
+        )
+        return pd.DataFrame(
+            {
+                "score": fused,
+                "severity": severity.astype(object),
+                "reason": reason.astype(object),
+                "fired_by": _join(names, list(fired), n),
+                "breached": _join(lim_names, list(breached), n),
+                "n_fired": n_fired.astype(np.int64),
+            }
+        )
+
+    __call__ = combine
