@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli.env import apply_defaults
+from cli.evaluate import evaluate, set_store
 
 app = typer.Typer(
     help="Device-telemetry pipeline: simulate a fleet, load it into PostgreSQL, build KPIs.",
@@ -22,9 +23,23 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database: migrations and connection.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+alerts_app = typer.Typer(help="Alerts: list, acknowledge, resolve.", no_args_is_help=False,
+                         invoke_without_command=True)
+app.add_typer(alerts_app, name="alerts")
 console = Console()
 
-FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill")
+def _store_evaluation(rows) -> str:
+    from core import db, detection_store
+
+    with db.transaction() as conn:
+        count = detection_store.save_evaluation(conn, rows)
+    return f"telemetry.evaluations ({count} rows, run_id {rows['run_id'].iloc[0]})"
+
+
+set_store(_store_evaluation)
+app.command("evaluate")(evaluate)
+
+FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score")
 
 
 @app.callback()
@@ -98,7 +113,7 @@ def run_flow(
                        ] = False,
 ) -> None:
     """Run one flow now, in-process (ephemeral Prefect unless PREFECT_API_URL is set)."""
-    from flows import pipeline
+    from flows import detection, pipeline
     from flows.params import BackfillParams, WindowParams
 
     values = dict(p.split("=", 1) for p in (param or []))
@@ -111,6 +126,13 @@ def run_flow(
         summary = pipeline.build_kpis(full_refresh=values.get("full_refresh") == "true")
     elif name == "backfill":
         summary = pipeline.backfill(params=BackfillParams(**values))
+    elif name == "train":
+        versions = detection.train(detection.TrainParams(**values))
+        console.print(f"[green]trained[/] {versions} in {time.perf_counter() - t:.1f}s; next: "
+                      "[bold]telemetry run score[/]")
+        return
+    elif name == "score":
+        summary = detection.score(detection.ScoreParams(**values))
     else:
         raise typer.BadParameter(f"unknown flow {name!r}; choose from {', '.join(FLOWS)}")
     if as_json:
@@ -123,8 +145,8 @@ def _print_summary(summary, name: str, seconds: float) -> None:
     """A short account of a flow run and where to look next."""
     from flows.pipeline import LoadSummary
 
-    load: LoadSummary = getattr(summary, "load", summary)
-    if load.window_start:
+    load = summary if isinstance(summary, LoadSummary) else getattr(summary, "load", None)
+    if load is not None and load.window_start:
         rules = ", ".join(f"{k} {v:,}" for k, v in load.quarantined_by_rule.items())
         console.print(
             f"{load.window_start:%Y-%m-%d %H:%M} - {load.window_end:%Y-%m-%d %H:%M} UTC in "
@@ -138,7 +160,16 @@ def _print_summary(summary, name: str, seconds: float) -> None:
                           "next run continues from the new watermark")
     if getattr(summary, "dbt_models", 0):
         console.print(f"dbt: {summary.dbt_models} models built, {summary.dbt_tests} tests passed")
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.seconds.items())
+    scored = summary if hasattr(summary, "points") else getattr(summary, "score", None)
+    if scored is not None:
+        if scored.skipped:
+            console.print(f"scoring skipped: {scored.skipped}")
+        else:
+            sev = ", ".join(f"{k} {v:,}" for k, v in scored.by_severity.items())
+            console.print(f"scored {scored.points:,} points: {scored.anomalies:,} anomalies"
+                          + (f" ({sev})" if sev else "") + f"; alerts {scored.alerts_fired} "
+                          f"fired, {scored.alerts_resolved} resolved, {scored.open_alerts} open")
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in getattr(summary, "seconds", {}).items())
     console.print(f"[green]{name} finished[/] in {seconds:.1f}s ({stages}); next: "
                   "[bold]telemetry status[/]")
 
@@ -146,10 +177,12 @@ def _print_summary(summary, name: str, seconds: float) -> None:
 @app.command()
 def status() -> None:
     """Watermarks and lag, the last batches, quarantine by rule, table and KPI row counts."""
-    from core import db, store
+    from core import db, detection_store, store
     from core.settings import get_settings
 
     with db.connect() as conn:
+        models = detection_store.latest_models(conn)
+        open_alerts = detection_store.open_alerts_by_severity(conn)
         marks = store.watermarks(conn)
         batches = store.recent_batches(conn, 8)
         rules = store.quarantine_by_rule(conn)
@@ -180,6 +213,11 @@ def status() -> None:
                                    or "not built yet (telemetry run build-kpis)"))
     console.print("quarantine by rule: " + (", ".join(f"{k} {v:,}" for k, v in rules.items())
                                             or "empty"))
+    console.print("models: " + (", ".join(
+        f"{name} v{m['version']} ({m['train_start']:%m-%d}..{m['train_end']:%m-%d %H:%M})"
+        for name, m in models.items()) or "none trained yet (telemetry run train)"))
+    console.print("open alerts: " + (", ".join(f"{k} {v}" for k, v in open_alerts.items())
+                                     or "none") + " (telemetry alerts)")
 
 
 @app.command()
@@ -228,6 +266,64 @@ def demo(
         "[bold]psql \"$(telemetry db url)\"[/] then "
         "SELECT * FROM analytics.fct_kpi_15m LIMIT 10;"
     )
+
+
+@alerts_app.callback()
+def alerts_list(
+    ctx: typer.Context,
+    show_all: Annotated[bool, typer.Option("--all", help="Include resolved alerts.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 30,
+) -> None:
+    """List open alerts, most severe first (`--all` for resolved ones too)."""
+    if ctx.invoked_subcommand:
+        return
+    from core import alerting
+
+    rows = alerting.list_alerts(open_only=not show_all, limit=limit)
+    if not rows:
+        console.print("no open alerts" if not show_all else "no alerts yet")
+        return
+    t = Table(title="alerts")
+    for col in ("id", "severity", "state", "device", "metric", "opened (UTC)", "peak", "ack"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(str(r["alert_id"]), r["severity"], r["state"],
+                  r["device_name"] or str(r["device_id"]), r["metric"],
+                  f"{r['opened_at']:%m-%d %H:%M:%S}", f"{r['peak_score'] or 0:.2f}",
+                  r["acknowledged_by"] or "")
+    console.print(t)
+    console.print("act on one: [bold]telemetry alerts ack ID --by NAME[/] or "
+                  "[bold]telemetry alerts resolve ID --by NAME --note WHY[/]")
+
+
+@alerts_app.command("ack")
+def alerts_ack(alert_id: int, by: Annotated[str, typer.Option(help="Who acknowledges.")],
+               note: Annotated[str | None, typer.Option(help="Why / what next.")] = None
+               ) -> None:
+    """Acknowledge an open alert (it stays open; who and why are recorded)."""
+    from core import alerting
+
+    try:
+        alerting.acknowledge_alert(alert_id, by, note)
+    except (alerting.AlertNotFoundError, alerting.AlertClosedError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"alert {alert_id} acknowledged by {by}")
+
+
+@alerts_app.command("resolve")
+def alerts_resolve(alert_id: int, by: Annotated[str, typer.Option(help="Who resolves.")],
+                   note: Annotated[str | None, typer.Option(help="What was done.")] = None
+                   ) -> None:
+    """Resolve an open alert by hand (a cooldown starts before it can re-open)."""
+    from core import alerting
+
+    try:
+        alerting.resolve_alert(alert_id, by, note)
+    except (alerting.AlertNotFoundError, alerting.AlertClosedError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"alert {alert_id} resolved by {by}")
 
 
 @app.command("dbt", context_settings={"allow_extra_args": True,

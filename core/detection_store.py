@@ -83,10 +83,103 @@ def labels_between(conn: psycopg.Connection, start: datetime, end: datetime) -> 
                                        "start_ts", "end_ts", "magnitude"])
 
 
-def alert_states(conn: psycopg.Connection, device_ids: np.ndarray
-                 ) -> dict[tuple[str, int, str], dict[str, Any]]:
-    rows = conn.execute(
-        "SELECT kind, device_id, metric, state FROM telemetry.alert_states"
-        " WHERE device_id = ANY(%s)", ([int(d) for d in device_ids],)).fetchall()
-    return {(r[0], int(r[1]), r[2]): r[3] for r in rows}
+AlertKey = tuple[str, int, str]  # (kind, device_id, metric)
 
+
+def alert_states(conn: psycopg.Connection, device_ids: np.ndarray
+                 ) -> dict[AlertKey, tuple[dict[str, Any], int | None]]:
+    """The alert machine's stored state and the alert row it belongs to, per key."""
+    rows = conn.execute(
+        "SELECT kind, device_id, metric, state, alert_id FROM telemetry.alert_states"
+        " WHERE device_id = ANY(%s)", ([int(d) for d in device_ids],)).fetchall()
+    return {(r[0], int(r[1]), r[2]): (r[3], r[4]) for r in rows}
+
+
+def save_alert_state(conn: psycopg.Connection, key: AlertKey, state: dict[str, Any],
+                     alert_id: int | None) -> None:
+    conn.execute(
+        "INSERT INTO telemetry.alert_states (kind, device_id, metric, state, alert_id)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (kind, device_id, metric) DO UPDATE SET"
+        " state = EXCLUDED.state, alert_id = EXCLUDED.alert_id, updated_at = now()",
+        (*key, json.dumps(state, default=str), alert_id))
+
+
+def _severity(value: str) -> str:
+    return value if value in ("low", "medium", "high", "critical") else "low"
+
+
+def apply_transition(conn: psycopg.Connection, key: AlertKey, alert_id: int | None,
+                     change: Any) -> int | None:
+    """Write one machine transition to the alerts table.
+
+    Only alerts that fire become rows: a pending episode lives in alert_states until it fires
+    (or is cancelled without ever notifying anyone)."""
+    kind = change.kind
+    peak = None if pd.isna(change.peak_score) else float(change.peak_score)
+    if kind == "opened":
+        return None
+    if kind == "fired":
+        return int(conn.execute(
+            "INSERT INTO telemetry.alerts (kind, device_id, metric, state, severity, opened_at,"
+            " fired_at, last_seen_at, peak_score, peak_ts, reason) VALUES (%s, %s, %s, 'firing',"
+            " %s, %s, %s, %s, %s, %s, %s) RETURNING alert_id",
+            (*key, _severity(change.severity), change.opened_at, change.ts, change.ts, peak,
+             change.ts, "score stayed at or above the detector threshold")).fetchone()[0])
+    if alert_id is None or kind == "cancelled":
+        return None
+    updates = {
+        "escalated": "",
+        "acknowledged": "acknowledged_at = %(ts)s, acknowledged_by = %(by)s,"
+                        " ack_note = %(note)s, ",
+        "resolved": "state = 'resolved', resolved_at = %(ts)s, resolved_by = %(by)s,"
+                    " resolve_note = %(note)s, ",
+    }[kind]
+    conn.execute(
+        f"UPDATE telemetry.alerts SET {updates}severity = telemetry.greatest_severity(severity,"
+        " %(severity)s), last_seen_at = greatest(last_seen_at, %(ts)s),"
+        " peak_score = greatest(peak_score, %(peak)s), updated_at = now()"
+        " WHERE alert_id = %(id)s",
+        {"ts": change.ts, "severity": _severity(change.severity), "by": change.by,
+         "note": change.note, "peak": peak, "id": alert_id})
+    return None if kind in ("resolved", "cancelled") else alert_id
+
+
+def open_alert_count(conn: psycopg.Connection) -> int:
+    return int(conn.execute(
+        "SELECT count(*) FROM telemetry.alerts WHERE state IN ('pending', 'firing')"
+    ).fetchone()[0])
+
+
+def open_alerts_by_severity(conn: psycopg.Connection) -> dict[str, int]:
+    rows = conn.execute(
+        "SELECT severity, count(*) FROM telemetry.alerts WHERE state IN ('pending', 'firing')"
+        " GROUP BY 1 ORDER BY array_position(ARRAY['critical','high','medium','low'], severity)"
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
+EVALUATION_COLUMNS = ("run_id", "detector", "anomaly_type", "seed", "days", "devices", "events",
+                      "detected", "precision", "recall", "f1", "false_alarms_per_device_day",
+                      "median_time_to_detect_s", "pointwise", "params")
+
+
+def save_evaluation(conn: psycopg.Connection, rows: pd.DataFrame) -> int:
+    """Store one backtest's rows (one per detector x anomaly type); a re-run id replaces."""
+    frame = rows.reindex(columns=list(EVALUATION_COLUMNS))
+    records = []
+    for row in frame.itertuples(index=False):
+        values = [None if _missing(v) else v for v in row]
+        values[-2] = json.dumps(values[-2] or {}, default=str)  # pointwise
+        values[-1] = json.dumps(values[-1] or {}, default=str)  # params
+        records.append(values)
+    with conn.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO telemetry.evaluations ({', '.join(EVALUATION_COLUMNS)}) VALUES"
+            f" ({', '.join(['%s'] * len(EVALUATION_COLUMNS))})"
+            " ON CONFLICT (run_id, detector, anomaly_type) DO UPDATE SET"
+            " precision = EXCLUDED.precision, recall = EXCLUDED.recall, f1 = EXCLUDED.f1,"
+            " false_alarms_per_device_day = EXCLUDED.false_alarms_per_device_day,"
+            " median_time_to_detect_s = EXCLUDED.median_time_to_detect_s,"
+            " events = EXCLUDED.events, detected = EXCLUDED.detected",
+            records)
+    return len(records)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     late_horizon_minutes: int = Field(
         default=120, ge=0, le=7 * 24 * 60, description="KPI windows this far back are rebuilt."
     )
+    score_record_floor: float = Field(
+        default=1.0, ge=0, description="Scores at or above this (1.0 = threshold) are stored."
+    )
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )

@@ -19,6 +19,7 @@ uses only positions <= t), NaN inputs are gaps (skipped in windows, NaN score at
     SeasonalZScore  per-series time-of-week baselines    level shifts / drifts for their duration,
                                                          threshold breaches, ventilation failures
     PCADetector     SPE + Hotelling T2 across metrics    ventilation failure (broken correlation)
+    GapDetector     silence longer than k x the cadence  dropouts (missing data, device-level)
     Fusion          scores + static limits -> severity
     to_unit_interval  1 - 2**-score for reports (threshold -> 0.5)
 """
@@ -26,6 +27,7 @@ uses only positions <= t), NaN inputs are gaps (skipped in windows, NaN score at
 from detectors.base import ALARM, Detector, alarm
 from detectors.frames import wide_readings
 from detectors.fusion import SEVERITIES, Fusion
+from detectors.gaps import GapDetector
 from detectors.normalize import to_unit_interval
 from detectors.pca import PCADetector
 from detectors.robust import RobustZScore
@@ -38,6 +40,7 @@ __all__ = [
     "SEVERITIES",
     "Detector",
     "Fusion",
+    "GapDetector",
     "PCADetector",
     "RobustZScore",
     "RollingZScore",

@@ -87,7 +87,8 @@ def _label_metrics(labels: pd.DataFrame) -> pd.DataFrame:
             "metric": metrics.to_numpy(),
         }
     )
-    return frame.explode("metric").dropna(subset=["metric"])
+    out = frame.explode("metric").dropna(subset=["metric"])
+    return out.astype({"metric": object})  # an empty explode would leave float64
 
 
 def _pairs(

@@ -12,7 +12,9 @@ stuck-then-jump gives a large, finite score instead of inf. RollingZScore does N
 values (a frozen series scores ~0); StuckDetector (detectors/stuck.py) does.
 
 Default threshold 3.0: the textbook 3-sigma band (0.27% two-sided false-alarm rate for Gaussian
-noise); the window of 60 points is 10 minutes at the simulator's 10 s cadence.
+noise); the window of 60 points is 10 minutes at the simulator's 10 s cadence. The detector suite
+(core.detection.SuiteParams) runs it at threshold 8 with floor_fraction 1.0, for alerting on
+millions of readings a week (docs/EVALUATION.md).
 """
 
 from __future__ import annotations

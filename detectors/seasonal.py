@@ -13,11 +13,19 @@ row's group bucket (pass e.g. "site-01/zone-02:co2", or just the metric name for
 fallback); if that fails too, the score is NaN and baseline_status says "insufficient_history".
 
 score = |value - median| / scale / threshold, scale = max(1.4826 MAD, floor_fraction x the key's
-overall training std, 1e-9 x (1 + |median|)): a bucket where the value never moves (occupancy 0
-at night) still has a finite, series-sized scale. Default threshold 4.0 (not 3.5): a bucket pools
-different days and within-hour ramps, and readings are autocorrelated, so chance exceedances of a
-bucket baseline are more frequent than for a trailing window; 4 robust sigmas keeps the clean
-false-alarm rate well under 1% on simulated data (tests/detectors/test_seasonal.py).
+overall training std, pooled_fraction x the key's pooled residual scale, 1e-9 x (1 + |median|)):
+a bucket where the value never moves (occupancy 0 at night) still has a finite, series-sized
+scale. The pooled residual scale is 1.4826 x the median |value - its bucket median| over all the
+key's buckets: a bucket's own MAD comes from only as many independent days as the history holds
+(2 weekend days in a week), and slow weather-like wander makes the readings of one day in one
+hour nearly one draw, so a lone bucket's MAD is often far too small; pooling the residuals over
+the key's 48 buckets gives a stable estimate of the day-to-day spread (pooled_fraction 1.0).
+
+Default threshold 4.0 (not 3.5): a bucket pools different days and within-hour ramps, and
+readings are autocorrelated, so chance exceedances of a bucket baseline are more frequent than for
+a trailing window; 4 robust sigmas keeps the clean false-alarm rate well under 1% on simulated
+data (tests/detectors/test_seasonal.py). Per reading, 1% is still hundreds of alerts a day on a
+fleet: the detector suite (core.detection.SuiteParams) runs it at 10 (docs/EVALUATION.md).
 
 Scores depend only on the row and the fitted table, so they are trivially causal. Input frames
 have columns ts (tz-aware, UTC), value, series (str or int key) and optionally group.
@@ -58,16 +66,23 @@ def time_bucket(ts: pd.Series | pd.DatetimeIndex, seasonality: str) -> np.ndarra
 def _robust_table(
     keys: pd.Series, bucket: np.ndarray, value: np.ndarray, level: str
 ) -> pd.DataFrame:
-    frame = pd.DataFrame({"key": keys.to_numpy(), "bucket": bucket, "value": value})
-    g = frame.groupby(["key", "bucket"], sort=True)["value"]
+    # Categorical keys (as core.detection builds them) group without hashing strings per row.
+    frame = pd.DataFrame({"key": keys.array, "bucket": bucket, "value": value})
+    g = frame.groupby(["key", "bucket"], sort=True, observed=True)["value"]
     med = g.transform("median")
     frame["dev"] = (frame["value"] - med).abs()
-    stats = frame.groupby(["key", "bucket"], sort=True).agg(
+    stats = frame.groupby(["key", "bucket"], sort=True, observed=True).agg(
         median=("value", "median"), mad=("dev", "median"), n=("value", "size")
     )
-    key_std = frame.groupby("key")["value"].std(ddof=0).fillna(0.0)
+    by_key = frame.groupby("key", observed=True)
+    key_std = by_key["value"].std(ddof=0).fillna(0.0)
+    key_resid = MAD_TO_SIGMA * by_key["dev"].median().fillna(0.0)
     stats = stats.reset_index()
+    stats["key"] = stats["key"].astype(object)
+    key_std.index = key_std.index.astype(object)
+    key_resid.index = key_resid.index.astype(object)
     stats["key_std"] = key_std.reindex(stats["key"]).to_numpy()
+    stats["key_resid"] = key_resid.reindex(stats["key"]).to_numpy()
     stats.insert(0, "level", level)
     return stats
 
@@ -83,11 +98,13 @@ class SeasonalZScore(Detector):
         min_samples: int = 30,
         seasonality: str = "daytype_hour",
         floor_fraction: float = 0.1,
+        pooled_fraction: float = 1.0,
     ) -> None:
         self.threshold = threshold
         self.min_samples = min_samples
         self.seasonality = seasonality
         self.floor_fraction = floor_fraction
+        self.pooled_fraction = pooled_fraction
 
     @staticmethod
     def _frame(X: Any) -> pd.DataFrame:
@@ -107,6 +124,7 @@ class SeasonalZScore(Detector):
             parts.append(_robust_table(X["group"], bucket, value, GROUP))
         table = pd.concat(parts, ignore_index=True)
         scale = np.maximum(MAD_TO_SIGMA * table["mad"], self.floor_fraction * table["key_std"])
+        scale = np.maximum(scale, self.pooled_fraction * table["key_resid"])
         table["scale"] = np.maximum(scale, _REL_EPS * (1.0 + table["median"].abs()))
         table = table[["level", "key", "bucket", "median", "scale", "n"]]
         self.baselines_ = table.astype({"bucket": np.int64, "n": np.int64})

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from core.dbt_runner import DbtRun
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
 from flows import progress, tasks
+from flows.detection import ScoreParams, ScoreRunSummary, score
 from flows.params import BackfillParams, FleetParams, WindowParams
 
 DEFAULT_FIRST_WINDOW = timedelta(minutes=15)  # a stream with no watermark starts this far back
@@ -36,6 +37,7 @@ class LoadSummary(BaseModel):
 
 class RunSummary(BaseModel):
     load: LoadSummary
+    score: ScoreRunSummary | None = None
     dbt_models: int = 0
     dbt_tests: int = 0
     seconds: dict[str, float] = {}
@@ -121,16 +123,22 @@ def build_kpis(full_refresh: bool = False) -> RunSummary:
 def micro_batch(
     window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams()
 ) -> RunSummary:
-    """Simulate and load what arrived since the watermark, then rebuild the KPIs it touched."""
+    """Simulate and load what arrived since the watermark, rebuild the KPIs it touched, then
+    score the new readings and update alerts (once models are trained)."""
     load = simulate_and_load(window, fleet)
     t = time.perf_counter()
     run = tasks.build_kpis(rebuild_from=load.window_start - LATE_ARRIVAL_REACH)
     seconds = {**load.seconds, "dbt": round(time.perf_counter() - t, 2)}
-    summary = RunSummary(load=load, **_dbt_counts(run), seconds=seconds)
+    t = time.perf_counter()
+    scored = score(ScoreParams(end=load.window_end))
+    seconds["score"] = round(time.perf_counter() - t, 2)
+    summary = RunSummary(load=load, score=scored, **_dbt_counts(run), seconds=seconds)
     get_run_logger().info(
-        "micro-batch %s-%s: %d loaded, %d quarantined, dbt %d models / %d tests in %.1fs",
+        "micro-batch %s-%s: %d loaded, %d quarantined, dbt %d models / %d tests, "
+        "%d anomalies, %d alerts fired, %d open; seconds %s",
         load.window_start, load.window_end, load.rows_loaded, load.rows_quarantined,
-        summary.dbt_models, summary.dbt_tests, seconds["dbt"],
+        summary.dbt_models, summary.dbt_tests, scored.anomalies, scored.alerts_fired,
+        scored.open_alerts, seconds,
     )
     return summary
 

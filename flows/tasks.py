@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from core import dbt_runner, ingest, loader
+from core import dbt_runner, ingest, loader, scoring
 from core.ingest import Window
 from simulator import FleetConfig, SimulatedBatch, simulate
 
@@ -46,3 +47,40 @@ def build_kpis(rebuild_from: datetime | None = None, full_refresh: bool = False
         args.append("--full-refresh")
     vars = {"rebuild_from": rebuild_from.isoformat()} if rebuild_from else None
     return dbt_runner.run_dbt(args, vars=vars)
+
+
+@task(name="train", task_run_name="train {start:%Y-%m-%d %H:%M}-{end:%Y-%m-%d %H:%M}",
+      **IO_RETRIES)
+def train_models(start: datetime, end: datetime, reason: str) -> scoring.TrainSummary:
+    return scoring.train_models(start, end, reason=reason)
+
+
+@task(name="score", task_run_name="score {window} shard {shard}/{shards}", **IO_RETRIES)
+def score_window(window: Window, shard: int = 0, shards: int = 1) -> scoring.ScoreSummary:
+    return scoring.score_window(window.start, window.end, shard=shard, shards=shards)
+
+
+@task(name="has-models", **IO_RETRIES)
+def has_models() -> bool:
+    return scoring.has_models()
+
+
+@task(name="trained-until", **IO_RETRIES)
+def trained_until() -> datetime | None:
+    return scoring.trained_until()
+
+
+@task(name="backtest", cache_policy=NO_CACHE)
+def run_backtest(params: dict) -> pd.DataFrame:
+    """Simulate, fit, score and evaluate (pure), then store the rows."""
+    from core import backtest, db, detection_store
+    from simulator import FleetConfig
+
+    config = FleetConfig(seed=params["seed"], sites=params["sites"],
+                         zones_per_site=params["zones_per_site"],
+                         devices_per_zone=params["devices_per_zone"])
+    result = backtest.run_backtest(config, train_days=params["train_days"],
+                                   test_days=params["days"])
+    with db.transaction() as conn:
+        detection_store.save_evaluation(conn, result.table)
+    return result.table

@@ -86,6 +86,13 @@ CREATE UNIQUE INDEX alerts_one_open_idx ON telemetry.alerts (kind, device_id, me
 CREATE INDEX alerts_state_idx ON telemetry.alerts (state, severity);
 CREATE INDEX alerts_device_idx ON telemetry.alerts (device_id, opened_at);
 
+CREATE FUNCTION telemetry.greatest_severity(a text, b text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $fn$
+    SELECT CASE WHEN array_position(ARRAY['low', 'medium', 'high', 'critical'], b)
+                   > coalesce(array_position(ARRAY['low', 'medium', 'high', 'critical'], a), 0)
+                THEN b ELSE a END
+$fn$;
+
 -- The alert machine's memory per key (pending/firing/cooldown), so a micro-batch continues
 -- exactly where the last one stopped.
 CREATE TABLE telemetry.alert_states (

@@ -10,7 +10,8 @@ from core.settings import get_settings
 
 runner = CliRunner()
 COMMANDS = [[], ["db"], ["db", "upgrade"], ["db", "url"], ["backfill"], ["run"], ["status"],
-            ["demo"], ["dbt"]]
+            ["demo"], ["dbt"], ["alerts"], ["alerts", "ack"], ["alerts", "resolve"],
+            ["evaluate"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
@@ -44,3 +45,19 @@ def test_demo_runs_end_to_end_and_says_where_to_look_next(db, monkeypatch):
     again = runner.invoke(app, ["backfill", "--days", "0.05"])
     assert again.exit_code == 0, again.output
     assert " 0 loaded" in again.output and "duplicate" in again.output
+
+
+def test_alerts_on_a_fresh_database_and_a_missing_id(db):
+    assert "no open alerts" in runner.invoke(app, ["alerts"]).output
+    result = runner.invoke(app, ["alerts", "ack", "7", "--by", "ops"])
+    assert result.exit_code == 1 and "no alert with id 7" in result.output
+
+
+def test_evaluate_prints_the_table_and_stores_the_rows(db, conn):
+    result = runner.invoke(app, ["evaluate", "--days", "0.5", "--train-days", "1",
+                                 "--sites", "1", "--zones", "1", "--devices", "2"])
+    assert result.exit_code == 0, result.output
+    assert "fused" in result.output and "telemetry.evaluations" in result.output
+    rows = conn.execute("SELECT detector, anomaly_type, f1 FROM telemetry.evaluations").fetchall()
+    assert {"fused", "rolling_z", "baseline_static"} <= {r[0] for r in rows}
+    assert any(r[1] == "all" for r in rows)

@@ -96,3 +96,40 @@ def test_backfilling_older_history_builds_its_kpi_windows_too(conn):
         (older_end - timedelta(hours=1),),
     ).fetchone()[0]
     assert hourly == 4 * 4  # every device and metric
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_train_then_micro_batch_scores_and_raises_alerts(conn):
+    from flows import detection
+
+    pipeline.backfill(params=BackfillParams(days=1, end=END, chunk_minutes=360), fleet=SMALL)
+    versions = detection.train(detection.TrainParams(days=1, end=END))
+    assert versions == {"rolling_z": 1, "stuck": 1, "seasonal_z": 1, "pca": 1}
+    run = pipeline.micro_batch(window=WindowParams(end=END + timedelta(hours=2)), fleet=SMALL)
+    assert run.score is not None and run.score.skipped is None
+    stored = conn.execute("SELECT count(*) FROM telemetry.readings WHERE ts >= %s AND ts < %s",
+                          (END, END + timedelta(hours=2))).fetchone()[0]
+    assert run.score.points == stored  # scoring started where training stopped
+    assert store.get_watermark(conn, "score") == END + timedelta(hours=2)
+    again = detection.score(detection.ScoreParams(start=END, end=END + timedelta(hours=2)))
+    assert again.alerts_opened == 0  # re-scoring a window raises nothing twice
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_micro_batch_before_training_loads_and_says_scoring_waits(conn):
+    run = pipeline.micro_batch(window=WindowParams(start=END, end=END + timedelta(minutes=10)),
+                               fleet=SMALL)
+    assert run.load.rows_loaded > 0
+    assert run.score is not None and "no trained models" in run.score.skipped
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluate_flow_stores_a_backtest(conn):
+    from flows import detection
+
+    figures = detection.evaluate(detection.EvaluateParams(
+        days=0.5, train_days=1, sites=1, zones_per_site=1, devices_per_zone=2))
+    assert set(figures) == {"f1", "recall", "precision", "false_alarms_per_device_day"}
+    stored = conn.execute("SELECT count(DISTINCT detector) FROM telemetry.evaluations"
+                          " WHERE anomaly_type = 'all'").fetchone()[0]
+    assert stored >= 6  # fused, four detectors, gaps, two baselines
