@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli.env import apply_defaults
 from cli.evaluate import evaluate, set_store
+from cli.score_csv import score_csv
 
 app = typer.Typer(
     help="Device-telemetry pipeline: simulate a fleet, load it into PostgreSQL, build KPIs.",
@@ -38,6 +39,7 @@ def _store_evaluation(rows) -> str:
 
 set_store(_store_evaluation)
 app.command("evaluate")(evaluate)
+app.command("score-csv")(score_csv)
 
 FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score")
 

@@ -281,9 +281,10 @@ def detect_gaps(readings: pd.DataFrame, devices: pd.DataFrame, start: datetime, 
         det = GapDetector(factor=params.gap_factor)
         det.interval_ = step
         ts = by_device.get(device)
-        stamps = np.sort(pd.DatetimeIndex(ts).as_unit("ns")) if ts is not None else []
+        seen = (pd.DatetimeIndex(ts).tz_convert("UTC").as_unit("ns").sort_values()
+                if ts is not None else pd.DatetimeIndex([], tz="UTC", dtype="datetime64[ns, UTC]"))
         # A silence running from the start of the window counts from `start`.
-        stamps = pd.DatetimeIndex([lo - pd.Timedelta(seconds=step), *stamps])
+        stamps = seen.insert(0, (lo - pd.Timedelta(seconds=step)).tz_convert("UTC"))
         found = det.gaps(stamps, until=hi)
         if found.empty:
             continue

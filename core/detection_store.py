@@ -183,3 +183,60 @@ def save_evaluation(conn: psycopg.Connection, rows: pd.DataFrame) -> int:
             " events = EXCLUDED.events, detected = EXCLUDED.detected",
             records)
     return len(records)
+
+
+def apply_gap_alerts(conn: psycopg.Connection, gaps: pd.DataFrame, device_ids: np.ndarray,
+                     start: datetime, end: datetime) -> dict[str, int]:
+    """Missing-data alerts (kind 'data', metric 'multi') from the window's silences.
+
+    A silence that continues an open data alert extends it; one that ends inside the window
+    resolves it at its end; an open data alert whose device reported at the window's start is
+    resolved there. Re-scoring a window finds the same silences and adds nothing."""
+    counts = {"opened": 0, "resolved": 0}
+    open_rows = conn.execute(
+        "SELECT device_id, alert_id FROM telemetry.alerts WHERE kind = 'data'"
+        " AND state = 'firing' AND device_id = ANY(%s)", ([int(d) for d in device_ids],)
+    ).fetchall()
+    open_alerts = {int(d): int(a) for d, a in open_rows}
+    hi = pd.Timestamp(end)
+    by_device = {int(d): g.sort_values("start_ts") for d, g in gaps.groupby("device_id")}
+    for device, alert_id in open_alerts.items():
+        first = by_device.get(device)
+        continues = first is not None and first["start_ts"].iloc[0] <= pd.Timestamp(start) \
+            + pd.Timedelta(minutes=1)
+        if not continues:
+            _resolve_gap(conn, alert_id, start)
+            counts["resolved"] += 1
+    for device, group in by_device.items():
+        for gap in group.itertuples(index=False):
+            ends = gap.end_ts if pd.notna(gap.end_ts) and gap.end_ts < hi else None
+            alert_id = open_alerts.pop(device, None)
+            if alert_id is None:
+                exists = conn.execute(
+                    "SELECT 1 FROM telemetry.alerts WHERE kind = 'data' AND device_id = %s"
+                    " AND opened_at = %s", (device, gap.start_ts)).fetchone()
+                if exists:
+                    continue
+                alert_id = int(conn.execute(
+                    "INSERT INTO telemetry.alerts (kind, device_id, metric, state, severity,"
+                    " opened_at, fired_at, last_seen_at, peak_score, reason, detectors)"
+                    " VALUES ('data', %s, 'multi', 'firing', 'medium', %s, %s, %s, %s, %s,"
+                    " ARRAY['gaps']) RETURNING alert_id",
+                    (device, gap.start_ts, gap.fired_ts, ends or hi, float(gap.peak_score),
+                     "no readings from this device: longer silence than its reporting"
+                     " interval allows")).fetchone()[0])
+                counts["opened"] += 1
+            else:
+                conn.execute("UPDATE telemetry.alerts SET last_seen_at = greatest(last_seen_at,"
+                             " %s), updated_at = now() WHERE alert_id = %s",
+                             (ends or hi, alert_id))
+            if ends is not None:
+                _resolve_gap(conn, alert_id, ends)
+                counts["resolved"] += 1
+    return counts
+
+
+def _resolve_gap(conn: psycopg.Connection, alert_id: int, when: datetime) -> None:
+    conn.execute("UPDATE telemetry.alerts SET state = 'resolved', resolved_at = %s,"
+                 " resolve_note = 'readings arrived again', updated_at = now()"
+                 " WHERE alert_id = %s AND state = 'firing'", (when, alert_id))

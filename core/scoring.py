@@ -53,6 +53,7 @@ class ScoreSummary:
     alerts_opened: int = 0
     alerts_fired: int = 0
     alerts_resolved: int = 0
+    data_alerts_opened: int = 0
     open_alerts: int = 0
 
 
@@ -162,6 +163,11 @@ def score_window(start: datetime, end: datetime, shard: int = 0, shards: int = 1
         summary.recorded = detection_store.replace_scores(
             conn, start, end, shard_devices["device_id"].to_numpy(), records)
         _advance_alerts(conn, scored, shard_devices["device_id"].to_numpy(), policy, summary)
+        gaps = detection.detect_gaps(readings, shard_devices, start, end, suite.params)
+        data = detection_store.apply_gap_alerts(
+            conn, gaps, shard_devices["device_id"].to_numpy(), start, end)
+        summary.data_alerts_opened = data["opened"]
+        summary.open_alerts = detection_store.open_alert_count(conn)
         if shards == 1:
             conn.execute(
                 "INSERT INTO telemetry.watermarks (stream, high_water) VALUES (%s, %s)"
@@ -195,7 +201,6 @@ def _advance_alerts(conn: psycopg.Connection, scored: pd.DataFrame, device_ids: 
     summary.alerts_opened = int(counts.get("opened", 0))
     summary.alerts_fired = int(counts.get("fired", 0))
     summary.alerts_resolved = int(counts.get("resolved", 0))
-    summary.open_alerts = detection_store.open_alert_count(conn)
 
 
 def has_models() -> bool:

@@ -11,7 +11,7 @@ from core.settings import get_settings
 runner = CliRunner()
 COMMANDS = [[], ["db"], ["db", "upgrade"], ["db", "url"], ["backfill"], ["run"], ["status"],
             ["demo"], ["dbt"], ["alerts"], ["alerts", "ack"], ["alerts", "resolve"],
-            ["evaluate"]]
+            ["evaluate"], ["score-csv"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -128,3 +128,27 @@ def test_acknowledging_a_closed_or_missing_alert_is_refused(trained):
 
     with pytest.raises(alerting.AlertNotFoundError, match="no alert with id 42"):
         alerting.acknowledge_alert(42, by="ops")
+
+
+def test_dropouts_raise_one_data_alert_each_that_resolves_when_readings_return(conn):
+    fleet = FleetConfig(sites=1, zones_per_site=1, devices_per_zone=3, seed=11,
+                        anomalies=AnomalyConfig.only("dropout", 8.0))
+    ingest.register_fleet(fleet)
+    for piece in ingest.chunks(ingest.Window(DAY0, WINDOW[1]), timedelta(hours=6)):
+        ingest.load_simulated(simulate(fleet, piece.start, piece.end), piece)
+    scoring.train_models(DAY0, DAY1)
+    scoring.score_window(*WINDOW)
+    dropouts = conn.execute(
+        "SELECT device_id, start_ts, end_ts FROM telemetry.anomaly_labels"
+        " WHERE anomaly_type = 'dropout' AND start_ts >= %s AND end_ts <= %s",
+        (WINDOW[0], WINDOW[1] - timedelta(minutes=1))).fetchall()
+    assert dropouts  # the seeded config drops readings inside the window
+    data_alerts = conn.execute(
+        "SELECT device_id, opened_at, resolved_at, state FROM telemetry.alerts"
+        " WHERE kind = 'data' ORDER BY opened_at").fetchall()
+    for device, start, stop in dropouts:  # each dropout is covered by a data alert
+        assert any(d == device and o <= start + timedelta(minutes=1) and r is not None
+                   and r >= stop - timedelta(seconds=30) for d, o, r, _ in data_alerts)
+    before = snapshot(conn)
+    scoring.score_window(*WINDOW)
+    assert snapshot(conn) == before
