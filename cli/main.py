@@ -225,10 +225,14 @@ def status() -> None:
 @app.command()
 def demo(
     days: Annotated[float, typer.Option(help="Days of history to simulate.")] = 1,
+    detect: Annotated[bool, typer.Option(
+        help="Train the detectors on the backfilled history, then catch up to now with "
+             "micro-batches that score and raise alerts.")] = True,
 ) -> None:
     """From nothing: migrate, backfill a simulated day for the default fleet, build KPIs,
-    and print a summary. Running it again loads nothing new."""
-    from core import db, migrate, store
+    train the detectors on it, catch up to now (scored, with alerts), and print a summary.
+    Running it again loads and trains nothing new."""
+    from core import db, detection_store, migrate, store
     from core.settings import get_settings
 
     stages: dict[str, float] = {}
@@ -240,11 +244,24 @@ def demo(
     stages["migrate"] = time.perf_counter() - t
     t = time.perf_counter()
     summary = _run_backfill(days, None, 180)
-    stages["flow (incl. Prefect start)"] = time.perf_counter() - t
+    stages["backfill (incl. Prefect start)"] = time.perf_counter() - t
     load = summary.load
+    scored = None
+    if detect:
+        from flows import detection, pipeline
+
+        t = time.perf_counter()
+        # Train on settled data: rows stamped in the last LATE_REACH may still arrive late.
+        detection.train(detection.TrainParams(days=days,
+                                              end=load.window_end - detection.LATE_REACH))
+        stages["train"] = time.perf_counter() - t
+        t = time.perf_counter()
+        scored = pipeline.micro_batch().score
+        stages["catch up to now (micro-batch)"] = time.perf_counter() - t
     with db.connect() as conn:
         kpis = store.kpi_counts(conn, get_settings().dbt_schema)
         counts = store.table_counts(conn)
+        open_alerts = detection_store.open_alerts_by_severity(conn)
     t = Table(title=f"demo: {load.window_start:%Y-%m-%d %H:%M} - {load.window_end:%Y-%m-%d %H:%M}"
                     " UTC", show_header=False)
     t.add_row("database", url if "host=/" not in url else f"embedded ({url.split('host=')[1]})")
@@ -259,12 +276,20 @@ def demo(
               f"{counts['data_faults']:,}")
     t.add_row("KPI rows", ", ".join(f"{k}: {v:,}" for k, v in kpis.items()))
     t.add_row("dbt", f"{summary.dbt_models} models, {summary.dbt_tests} tests passed")
+    if scored is not None and not scored.skipped:
+        t.add_row("scored by the catch-up", f"{scored.points:,} points, {scored.anomalies:,} "
+                  "anomalous (" + ", ".join(f"{k} {v:,}" for k, v in scored.by_severity.items())
+                  + ")")
+        t.add_row("alerts", f"{scored.alerts_fired} fired, {scored.data_alerts_opened} "
+                  "missing-data; open now: " + (", ".join(
+                      f"{k} {v}" for k, v in open_alerts.items()) or "none"))
     secs = {**{k: round(v, 2) for k, v in stages.items()}, **summary.seconds}
     t.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     console.print(t)
     console.print(
-        "next: [bold]telemetry status[/] (watermarks, batches, quarantine) · "
-        "[bold]telemetry run micro-batch[/] (catch up to now) · "
+        "next: [bold]telemetry alerts[/] (open alerts) · [bold]telemetry status[/] "
+        "(watermarks, batches, quarantine, models) · [bold]telemetry run micro-batch[/] "
+        "(catch up to now) · [bold]telemetry evaluate[/] (backtest against labels) · "
         "[bold]psql \"$(telemetry db url)\"[/] then "
         "SELECT * FROM analytics.fct_kpi_15m LIMIT 10;"
     )

@@ -35,7 +35,7 @@ def latest_models(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(
             "SELECT DISTINCT ON (detector) model_id, detector, version, params, state,"
-            " train_start, train_end, row_count, created_at FROM telemetry.models"
+            " train_start, train_end, row_count, metrics, created_at FROM telemetry.models"
             " ORDER BY detector, version DESC"
         ).fetchall()
     return {r["detector"]: r for r in rows}
@@ -72,6 +72,13 @@ def confirmed_anomalies(conn: psycopg.Connection, start: datetime, end: datetime
         "SELECT DISTINCT device_id, metric, ts FROM telemetry.scores"
         " WHERE is_anomaly AND ts >= %s AND ts < %s", (start, end)).fetchall()
     return pd.DataFrame(rows, columns=["device_id", "metric", "ts"])
+
+
+def faulted_readings(conn: psycopg.Connection, start: datetime, end: datetime) -> pd.DataFrame:
+    rows = conn.execute(
+        "SELECT DISTINCT device_id, metric_id, ts FROM telemetry.data_faults"
+        " WHERE ts >= %s AND ts < %s", (start, end)).fetchall()
+    return pd.DataFrame(rows, columns=["device_id", "metric_id", "ts"])
 
 
 def labels_between(conn: psycopg.Connection, start: datetime, end: datetime) -> pd.DataFrame:

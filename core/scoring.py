@@ -38,6 +38,7 @@ class TrainSummary:
     rows: int
     excluded: int
     versions: dict[str, int] = field(default_factory=dict)
+    reused: bool = False
 
 
 @dataclass
@@ -63,38 +64,60 @@ def _devices(conn: psycopg.Connection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["device_id", "site", "zone", "interval_seconds"])
 
 
-def _exclusions(readings: pd.DataFrame, labels: pd.DataFrame,
-                confirmed: pd.DataFrame) -> np.ndarray:
-    """Readings a baseline must not learn from: labeled anomalies and confirmed anomalies."""
-    named = features.with_metric_names(readings)[["device_id", "metric", "ts"]]
-    mask = label_mask(named, labels) if not labels.empty else np.zeros(len(named), bool)
+def _exclusions(readings: pd.DataFrame, labels: pd.DataFrame, confirmed: pd.DataFrame,
+                faulted: pd.DataFrame) -> np.ndarray:
+    """Readings a baseline must not learn from: labeled anomalies, confirmed anomalies and
+    rows the simulator faulted (late, duplicated, out of order)."""
+    named = features.with_metric_names(readings)[["device_id", "metric_id", "metric", "ts"]]
+    mask = (label_mask(named[["device_id", "metric", "ts"]], labels) if not labels.empty
+            else np.zeros(len(named), bool))
     if not confirmed.empty:
         confirmed = confirmed.assign(ts=pd.to_datetime(confirmed["ts"], utc=True), hit=True)
         hit = named.merge(confirmed, on=["device_id", "metric", "ts"], how="left")["hit"]
-        mask |= hit.fillna(False).to_numpy(bool)
+        mask |= hit.notna().to_numpy()
+    if not faulted.empty:
+        faulted = faulted.assign(ts=pd.to_datetime(faulted["ts"], utc=True), hit=True)
+        hit = named.merge(faulted, on=["device_id", "metric_id", "ts"], how="left")["hit"]
+        mask |= hit.notna().to_numpy()
     return mask
 
 
 def train_models(train_start: datetime, train_end: datetime, reason: str = "scheduled",
-                 params: detection.SuiteParams | None = None) -> TrainSummary:
-    """Fit every detector on [train_start, train_end) minus anomalies; register new versions."""
+                 params: detection.SuiteParams | None = None, force: bool = False
+                 ) -> TrainSummary:
+    """Fit every detector on [train_start, train_end) minus anomalies and faulted rows, and
+    register new versions. The same window, parameters and input again reuse the current
+    versions (re-running a training run changes nothing) unless `force`."""
+    params = params or detection.SuiteParams()
     with db.connect() as conn:
         readings = readback.read_readings(train_start, train_end, conn=conn)
         devices = _devices(conn)
         labels = detection_store.labels_between(conn, train_start, train_end)
         confirmed = detection_store.confirmed_anomalies(conn, train_start, train_end)
+        faulted = detection_store.faulted_readings(conn, train_start, train_end)
+        current = detection_store.latest_models(conn)
     if readings.empty:
         raise ValueError(f"no readings between {train_start} and {train_end} to train on")
-    excluded = _exclusions(readings, labels, confirmed)
+    fingerprint = {"input_rows": len(readings), "params": params.model_dump()}
+    if not force and current and all(
+        m["train_start"] == train_start and m["train_end"] == train_end
+        and m["metrics"].get("input_rows") == len(readings) and m["params"] == fingerprint["params"]
+        for m in current.values()
+    ):
+        first = next(iter(current.values()))
+        return TrainSummary(train_start, train_end, int(first["row_count"]),
+                            int(first["metrics"].get("excluded_rows", 0)),
+                            {name: int(m["version"]) for name, m in current.items()}, reused=True)
+    excluded = _exclusions(readings, labels, confirmed, faulted)
     clean = readings[~excluded].reset_index(drop=True)
-    params = params or detection.SuiteParams()
     suite = detection.fit_suite(clean, devices, params)
     summary = TrainSummary(train_start, train_end, len(clean), int(excluded.sum()))
     with db.transaction() as conn:
         for name in suite.detectors:
             _, version = detection_store.save_model(
                 conn, name, params.model_dump(), train_start, train_end, len(clean),
-                suite.state(name), {"excluded_rows": int(excluded.sum())}, reason)
+                suite.state(name), {"excluded_rows": int(excluded.sum()),
+                                    "input_rows": len(readings)}, reason)
             summary.versions[name] = version
     log.info("trained %s on %s rows (%s excluded)", summary.versions, len(clean),
              summary.excluded)

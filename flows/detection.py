@@ -42,6 +42,7 @@ class ScoreRunSummary(BaseModel):
     alerts_opened: int = 0
     alerts_fired: int = 0
     alerts_resolved: int = 0
+    data_alerts_opened: int = 0
     open_alerts: int = 0
     skipped: str | None = None
 
@@ -72,6 +73,7 @@ def score_range(window: Window, chunk: timedelta, shards: int) -> ScoreRunSummar
             out.alerts_opened += result.alerts_opened
             out.alerts_fired += result.alerts_fired
             out.alerts_resolved += result.alerts_resolved
+            out.data_alerts_opened += result.data_alerts_opened
             out.open_alerts = result.open_alerts
             for k, v in result.by_severity.items():
                 out.by_severity[k] = out.by_severity.get(k, 0) + v
@@ -92,7 +94,9 @@ def score(params: ScoreParams = ScoreParams()) -> ScoreRunSummary:
     start = params.start
     if start is None:
         scored_to = tasks.read_watermark("score")
-        start = scored_to - LATE_REACH if scored_to else tasks.trained_until()
+        trained_to = tasks.trained_until()
+        # Re-score the late-data reach, but never the models' own training window.
+        start = max(scored_to - LATE_REACH, trained_to) if scored_to else trained_to
         start = max(start, end - MAX_CATCH_UP)
     if start >= end:
         return ScoreRunSummary(skipped="nothing new to score")

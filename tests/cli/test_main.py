@@ -38,7 +38,7 @@ def test_demo_runs_end_to_end_and_says_where_to_look_next(db, monkeypatch):
     for name, value in {"SITES": "1", "ZONES_PER_SITE": "1", "DEVICES_PER_ZONE": "2"}.items():
         monkeypatch.setenv(f"TELEMETRY_{name}", value)
     get_settings.cache_clear()
-    result = runner.invoke(app, ["demo", "--days", "0.05"])
+    result = runner.invoke(app, ["demo", "--days", "0.05", "--no-detect"])
     assert result.exit_code == 0, result.output
     assert "rows received / loaded" in result.output and "fct_kpi_5m" in result.output
     assert "telemetry status" in result.output

@@ -152,3 +152,11 @@ def test_dropouts_raise_one_data_alert_each_that_resolves_when_readings_return(c
     before = snapshot(conn)
     scoring.score_window(*WINDOW)
     assert snapshot(conn) == before
+
+
+def test_retraining_the_same_window_reuses_the_models_unless_forced(trained):
+    again = scoring.train_models(DAY0, DAY1)
+    assert again.reused and set(again.versions.values()) == {1}
+    forced = scoring.train_models(DAY0, DAY1, reason="manual", force=True)
+    assert not forced.reused and set(forced.versions.values()) == {2}
+    assert trained.execute("SELECT count(*) FROM telemetry.models").fetchone()[0] == 8
