@@ -208,10 +208,8 @@ def _advance_alerts(conn: psycopg.Connection, scored: pd.DataFrame, device_ids: 
     stored = detection_store.alert_states(conn, device_ids)
     states = {key: alert_machine.AlertState.from_dict(s) for key, (s, _) in stored.items()}
     alert_ids = {key: alert_id for key, (_, alert_id) in stored.items()}
-    frame = pd.DataFrame({
-        "alert_kind": "device", "device_id": scored["device_id"].to_numpy(),
-        "metric": scored["metric"].to_numpy(), "ts": scored["ts"].to_numpy(),
-        "score": scored["score"].to_numpy(), "severity": scored["severity"].to_numpy()})
+    frame = scored[["device_id", "metric", "ts", "score", "severity"]].assign(
+        alert_kind="device")  # keeps ts as datetime64 (to_numpy would box every timestamp)
     new_states, transitions = alert_machine.advance_many(
         states, frame, policy, keys=["alert_kind", "device_id", "metric"])
     for row in transitions.itertuples(index=False):

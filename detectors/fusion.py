@@ -34,13 +34,22 @@ SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
 
 
 def _join(names: list[str], masks: list[np.ndarray], n: int) -> np.ndarray:
-    """Per row, the names whose mask is True joined by ',' (a loop over names, not rows)."""
-    out = pd.Series([""] * n, dtype=object)
+    """Per row, the names whose mask is True joined by ',' (a loop over names, not rows).
+    Only rows where some mask holds are built (most rows of a day fire nothing)."""
+    out = np.full(n, "", dtype=object)
+    if not masks:
+        return out
+    rows = np.flatnonzero(np.logical_or.reduce(masks))
+    if rows.size == 0:
+        return out
+    part = pd.Series([""] * rows.size, dtype=object)
     for name, mask in zip(names, masks, strict=True):
-        add = pd.Series(np.where(mask, name, ""), dtype=object)
-        sep = np.where((out != "") & mask, ",", "")
-        out = out + sep + add
-    return out.to_numpy(dtype=object)
+        hit = mask[rows]
+        add = pd.Series(np.where(hit, name, ""), dtype=object)
+        sep = np.where((part != "") & hit, ",", "")
+        part = part + sep + add
+    out[rows] = part.to_numpy(dtype=object)
+    return out
 
 
 class Fusion(BaseEstimator):
