@@ -3,7 +3,8 @@
 One path for production scoring (core/scoring.py) and the backtest (telemetry evaluate):
   fit_suite(train, devices)                       -> Suite (JSON state per detector)
   score_suite(suite, readings, devices, start, end) -> one row per reading in [start, end):
-      each detector's normalized score (1.0 = its threshold), PCA score and contributions of
+      each detector's normalized score (1.0 = its threshold), the rolling baseline (mean, std of
+      the series' previous readings), PCA score and contributions of
       the reading's device and time, the fused score, severity and reason.
 `readings` passed to score_suite may start earlier than `start`: the rolling detectors need
 that history (causal scoring), and only rows in [start, end) come back.
@@ -32,6 +33,7 @@ from detectors.alerts import AlertPolicy
 from detectors.base import Detector
 from detectors.frames import wide_readings
 from detectors.gaps import GapDetector
+from detectors.rolling import trailing_moments
 
 UNIVARIATE = ("rolling_z", "stuck")
 
@@ -228,6 +230,13 @@ def score_suite(suite: Suite, readings: pd.DataFrame, devices: pd.DataFrame,
         gathered = np.full(len(out), np.nan)
         gathered[known] = matrix[pos[known], col[known]]
         scores[name] = gathered
+    # The rolling baseline each reading was compared with (mean and std of the series' previous
+    # `rolling_window` readings), for people reading an anomaly: value vs mean +- k std.
+    _, mean, std = trailing_moments(grid.values, suite.params.rolling_window)
+    for column, source in (("baseline_mean", mean), ("baseline_std", std)):
+        gathered = np.full(len(out), np.nan)
+        gathered[known] = source[pos[known], col[known]]
+        out[column] = gathered
 
     seasonal: SeasonalZScore = suite.detectors["seasonal_z"]  # type: ignore[assignment]
     window_rows = readings[in_window].reset_index(drop=True)

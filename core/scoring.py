@@ -154,6 +154,8 @@ def _records(scored: pd.DataFrame, suite: detection.Suite, floor: float) -> pd.D
         "ts": keep["ts"].to_numpy(),
         "model_id": max(suite.model_ids.values(), default=None),
         "value": keep["value"].to_numpy(),
+        "baseline_mean": keep["baseline_mean"].to_numpy(),
+        "baseline_std": keep["baseline_std"].to_numpy(),
         "score": keep["score"].to_numpy(),
         "is_anomaly": keep["score"].to_numpy() >= 1.0,
         "severity": keep["severity"].to_numpy(),

@@ -160,3 +160,17 @@ def test_retraining_the_same_window_reuses_the_models_unless_forced(trained):
     forced = scoring.train_models(DAY0, DAY1, reason="manual", force=True)
     assert not forced.reused and set(forced.versions.values()) == {2}
     assert trained.execute("SELECT count(*) FROM telemetry.models").fetchone()[0] == 8
+
+
+def test_stored_anomalies_carry_the_baseline_they_were_compared_with(trained):
+    scoring.score_window(*WINDOW)
+    device, metric, ts, value, mean, std = trained.execute(
+        "SELECT device_id, metric, ts, value, baseline_mean, baseline_std FROM telemetry.scores"
+        " WHERE baseline_std IS NOT NULL ORDER BY score DESC LIMIT 1").fetchone()
+    metric_id = {"co2": 1, "temperature": 2, "humidity": 3, "occupancy": 4}[metric]
+    previous = [r[0] for r in trained.execute(
+        "SELECT value FROM telemetry.readings WHERE device_id = %s AND metric_id = %s"
+        " AND ts < %s ORDER BY ts DESC LIMIT 60", (device, metric_id, ts))]
+    assert mean == pytest.approx(sum(previous) / len(previous), rel=1e-9)
+    assert std == pytest.approx(pd.Series(previous).std(), rel=1e-6)
+    assert value is not None
