@@ -111,6 +111,13 @@ def save_alert_state(conn: psycopg.Connection, key: AlertKey, state: dict[str, A
         (*key, json.dumps(state, default=str), alert_id))
 
 
+_REASONS = {
+    "device": "the fused detector score reached its threshold",
+    "quarantine": "many of this device's rows are being rejected (see telemetry.quarantine"
+                  " for the rules they broke)",
+}
+
+
 def _severity(value: str) -> str:
     return value if value in ("low", "medium", "high", "critical") else "low"
 
@@ -131,7 +138,7 @@ def apply_transition(conn: psycopg.Connection, key: AlertKey, alert_id: int | No
             " fired_at, last_seen_at, peak_score, peak_ts, reason) VALUES (%s, %s, %s, 'firing',"
             " %s, %s, %s, %s, %s, %s, %s) RETURNING alert_id",
             (*key, _severity(change.severity), change.opened_at, change.ts, change.ts, peak,
-             change.ts, "score stayed at or above the detector threshold")).fetchone()[0])
+             change.ts, _REASONS.get(key[2], _REASONS["device"]))).fetchone()[0])
     if alert_id is None or kind == "cancelled":
         return None
     updates = {
@@ -202,7 +209,8 @@ def apply_gap_alerts(conn: psycopg.Connection, gaps: pd.DataFrame, device_ids: n
     counts = {"opened": 0, "resolved": 0}
     open_rows = conn.execute(
         "SELECT device_id, alert_id FROM telemetry.alerts WHERE kind = 'data'"
-        " AND state = 'firing' AND device_id = ANY(%s)", ([int(d) for d in device_ids],)
+        " AND metric = 'multi' AND state = 'firing' AND device_id = ANY(%s)",
+        ([int(d) for d in device_ids],),
     ).fetchall()
     open_alerts = {int(d): int(a) for d, a in open_rows}
     hi = pd.Timestamp(end)
@@ -220,8 +228,8 @@ def apply_gap_alerts(conn: psycopg.Connection, gaps: pd.DataFrame, device_ids: n
             alert_id = open_alerts.pop(device, None)
             if alert_id is None:
                 exists = conn.execute(
-                    "SELECT 1 FROM telemetry.alerts WHERE kind = 'data' AND device_id = %s"
-                    " AND opened_at = %s", (device, gap.start_ts)).fetchone()
+                    "SELECT 1 FROM telemetry.alerts WHERE kind = 'data' AND metric = 'multi'"
+                    " AND device_id = %s AND opened_at = %s", (device, gap.start_ts)).fetchone()
                 if exists:
                     continue
                 alert_id = int(conn.execute(
@@ -247,3 +255,13 @@ def _resolve_gap(conn: psycopg.Connection, alert_id: int, when: datetime) -> Non
     conn.execute("UPDATE telemetry.alerts SET state = 'resolved', resolved_at = %s,"
                  " resolve_note = 'readings arrived again', updated_at = now()"
                  " WHERE alert_id = %s AND state = 'firing'", (when, alert_id))
+
+
+def quarantined_per_device(conn: psycopg.Connection, start: datetime, end: datetime,
+                           device_ids: np.ndarray) -> dict[int, int]:
+    """Rows rejected per known device with timestamps in [start, end)."""
+    rows = conn.execute(
+        "SELECT device_id, count(*) FROM telemetry.quarantine WHERE ts >= %s AND ts < %s"
+        " AND device_id = ANY(%s) GROUP BY 1", (start, end, [int(d) for d in device_ids])
+    ).fetchall()
+    return {int(d): int(n) for d, n in rows}

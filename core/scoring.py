@@ -188,10 +188,11 @@ def score_window(start: datetime, end: datetime, shard: int = 0, shards: int = 1
         summary.recorded = detection_store.replace_scores(
             conn, start, end, shard_devices["device_id"].to_numpy(), records)
         _advance_alerts(conn, scored, shard_devices["device_id"].to_numpy(), policy, summary)
+        _quarantine_alerts(conn, shard_devices, start, end, policy, summary)
         gaps = detection.detect_gaps(readings, shard_devices, start, end, suite.params)
         data = detection_store.apply_gap_alerts(
             conn, gaps, shard_devices["device_id"].to_numpy(), start, end)
-        summary.data_alerts_opened = data["opened"]
+        summary.data_alerts_opened += data["opened"]
         summary.open_alerts = detection_store.open_alert_count(conn)
         if shards == 1:
             conn.execute(
@@ -202,29 +203,59 @@ def score_window(start: datetime, end: datetime, shard: int = 0, shards: int = 1
     return summary
 
 
+def _quarantine_alerts(conn: psycopg.Connection, devices: pd.DataFrame, start: datetime,
+                       end: datetime, policy: alert_machine.AlertPolicy,
+                       summary: ScoreSummary) -> None:
+    """Data alerts for devices whose rows are being rejected: one point per device and window,
+    scored as the rejected share of its expected readings over the configured share (1.0 = at
+    the limit), through the same alert machine (so hysteresis and cooldown apply)."""
+    limit = get_settings().quarantine_alert_share
+    rejected = detection_store.quarantined_per_device(
+        conn, start, end, devices["device_id"].to_numpy())
+    seconds = (pd.Timestamp(end) - pd.Timestamp(start)).total_seconds()
+    expected = seconds / devices["interval_seconds"].to_numpy() * len(features.PCA_METRICS)
+    share = np.array([rejected.get(int(d), 0) for d in devices["device_id"]]) / expected
+    frame = pd.DataFrame({"alert_kind": "data", "device_id": devices["device_id"].to_numpy(),
+                          "metric": "quarantine", "ts": pd.Timestamp(end) - pd.Timedelta(1, "us"),
+                          "score": share / limit, "severity": "medium"})
+    _apply_machine(conn, frame, devices["device_id"].to_numpy(), policy, summary)
+
+
 def _advance_alerts(conn: psycopg.Connection, scored: pd.DataFrame, device_ids: np.ndarray,
                     policy: alert_machine.AlertPolicy, summary: ScoreSummary) -> None:
     """Feed the window's fused scores to the alert machine and persist what changed."""
     if scored.empty:
         return
-    stored = detection_store.alert_states(conn, device_ids)
-    states = {key: alert_machine.AlertState.from_dict(s) for key, (s, _) in stored.items()}
-    alert_ids = {key: alert_id for key, (_, alert_id) in stored.items()}
     frame = scored[["device_id", "metric", "ts", "score", "severity"]].assign(
         alert_kind="device")  # keeps ts as datetime64 (to_numpy would box every timestamp)
-    new_states, transitions = alert_machine.advance_many(
-        states, frame, policy, keys=["alert_kind", "device_id", "metric"])
+    counts = _apply_machine(conn, frame, device_ids, policy, summary)
+    summary.alerts_opened += counts.get("opened", 0)
+    summary.alerts_fired += counts.get("fired", 0)
+    summary.alerts_resolved += counts.get("resolved", 0)
+
+
+def _apply_machine(conn: psycopg.Connection, frame: pd.DataFrame, device_ids: np.ndarray,
+                   policy: alert_machine.AlertPolicy, summary: ScoreSummary) -> dict[str, int]:
+    """Advance the stored per-key states with `frame` (alert_kind, device_id, metric, ts,
+    score, severity) and write the transitions to the alerts table."""
+    keys = ["alert_kind", "device_id", "metric"]
+    kinds = set(frame["alert_kind"])
+    stored = {k: v for k, v in detection_store.alert_states(conn, device_ids).items()
+              if k[0] in kinds}
+    states = {key: alert_machine.AlertState.from_dict(s) for key, (s, _) in stored.items()}
+    alert_ids = {key: alert_id for key, (_, alert_id) in stored.items()}
+    new_states, transitions = alert_machine.advance_many(states, frame, policy, keys=keys)
     for row in transitions.itertuples(index=False):
         key = (row.alert_kind, int(row.device_id), row.metric)
         alert_ids[key] = detection_store.apply_transition(conn, key, alert_ids.get(key), row)
     for key, state in new_states.items():
         if states.get(key) != state:
             detection_store.save_alert_state(conn, key, state.to_dict(), alert_ids.get(key))
-    counts = transitions["kind"].value_counts() if not transitions.empty else pd.Series()
-    summary.alerts_opened = int(counts.get("opened", 0))
-    summary.alerts_fired = int(counts.get("fired", 0))
-    summary.alerts_resolved = int(counts.get("resolved", 0))
-
+    if transitions.empty:
+        return {}
+    if "data" in kinds:
+        summary.data_alerts_opened += int((transitions["kind"] == "fired").sum())
+    return {k: int(v) for k, v in transitions["kind"].value_counts().items()}
 
 def has_models() -> bool:
     with db.connect() as conn:

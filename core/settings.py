@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     score_record_floor: float = Field(
         default=1.0, ge=0, description="Scores at or above this (1.0 = threshold) are stored."
     )
+    quarantine_alert_share: float = Field(
+        default=0.05, gt=0, le=1,
+        description="A device whose rejected rows exceed this share of its expected readings"
+        " in a scored window gets a data alert.",
+    )
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )

@@ -174,3 +174,19 @@ def test_stored_anomalies_carry_the_baseline_they_were_compared_with(trained):
     assert mean == pytest.approx(sum(previous) / len(previous), rel=1e-9)
     assert std == pytest.approx(pd.Series(previous).std(), rel=1e-6)
     assert value is not None
+
+
+def test_a_device_sending_rejected_rows_gets_a_data_alert(trained):
+    from core import loader
+
+    ts = pd.date_range(WINDOW[0] + timedelta(minutes=5), periods=300, freq="10s")  # 10 % of 2 h
+    broken = pd.DataFrame({"device_id": 2, "metric_id": 3, "ts": ts, "value": 150.0})  # > 100 %
+    loader.load_readings(broken, source="api", stream="broken-sensor", reference_time=WINDOW[1])
+    summary = scoring.score_window(*WINDOW)
+    assert summary.data_alerts_opened >= 1
+    alert = trained.execute("SELECT state, reason FROM telemetry.alerts WHERE kind = 'data'"
+                            " AND device_id = 2 AND metric = 'quarantine'").fetchone()
+    assert alert is not None and alert[0] == "firing" and "rejected" in alert[1]
+    others = trained.execute("SELECT count(*) FROM telemetry.alerts WHERE kind = 'data'"
+                             " AND metric = 'quarantine' AND device_id <> 2").fetchone()[0]
+    assert others == 0  # the simulator's scattered faults stay under the share
