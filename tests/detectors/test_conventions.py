@@ -21,13 +21,14 @@ from detectors import (
     StuckDetector,
 )
 
-RNG = np.random.default_rng(20260101)
+RNG_SEED = 20260101
 
 
 def _series(n: int = 600, k: int = 3) -> np.ndarray:
-    x = RNG.normal(size=(n, k)).cumsum(axis=0) * 0.05 + RNG.normal(size=(n, k))
+    rng = np.random.default_rng(RNG_SEED)  # per test: order-independent
+    x = rng.normal(size=(n, k)).cumsum(axis=0) * 0.05 + rng.normal(size=(n, k))
     x = np.round(x, 1)
-    x[RNG.random(x.shape) < 0.02] = np.nan
+    x[rng.random(x.shape) < 0.02] = np.nan
     x[400, 0] += 25.0  # a spike
     x[450:, 1] += 15.0  # a level shift
     x[500:560, 2] = 1.5  # a stuck sensor
@@ -35,21 +36,23 @@ def _series(n: int = 600, k: int = 3) -> np.ndarray:
 
 
 def _seasonal_frame(n: int = 600) -> pd.DataFrame:
+    rng = np.random.default_rng(RNG_SEED)  # per test: order-independent
     ts = pd.date_range(datetime(2026, 1, 5, tzinfo=UTC), periods=n, freq="10min")
     frames = []
     for s in range(2):
-        value = 10 + np.sin(np.arange(n) / 24) + RNG.normal(scale=0.3, size=n)
+        value = 10 + np.sin(np.arange(n) / 24) + rng.normal(scale=0.3, size=n)
         value[500] += 20.0
-        value[RNG.random(n) < 0.02] = np.nan
+        value[rng.random(n) < 0.02] = np.nan
         frames.append(pd.DataFrame({"ts": ts, "value": value, "series": f"d{s}", "group": "g"}))
     return pd.concat(frames, ignore_index=True)
 
 
 def _pca_frame(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
-    base = RNG.normal(size=(n, 1))
-    x = np.hstack([base, 2 * base, -base, 0.5 * base]) + 0.1 * RNG.normal(size=(n, 4))
+    rng = np.random.default_rng(RNG_SEED)  # per test: order-independent
+    base = rng.normal(size=(n, 1))
+    x = np.hstack([base, 2 * base, -base, 0.5 * base]) + 0.1 * rng.normal(size=(n, 4))
     x[300] = [3, -6, 3, 0]  # breaks the correlation
-    x[RNG.random(n) < 0.02, 2] = np.nan
+    x[rng.random(n) < 0.02, 2] = np.nan
     return x, np.arange(n) % 3
 
 
