@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-from psycopg.rows import dict_row
 
 from core import db, detection_store
 from detectors import alerts as alert_machine
@@ -21,17 +20,14 @@ class AlertClosedError(ValueError):
 
 
 def _load(conn: Any, alert_id: int) -> tuple[dict[str, Any], alert_machine.AlertState]:
-    with conn.cursor(row_factory=dict_row) as cur:
-        alert = cur.execute("SELECT * FROM telemetry.alerts WHERE alert_id = %s FOR UPDATE",
-                            (alert_id,)).fetchone()
-        if alert is None:
-            raise AlertNotFoundError(f"no alert with id {alert_id}")
-        if alert["state"] not in alert_machine.OPEN_STATES:
-            raise AlertClosedError(f"alert {alert_id} is {alert['state']}, not open")
-        row = cur.execute(
-            "SELECT state FROM telemetry.alert_states WHERE kind = %s AND device_id = %s"
-            " AND metric = %s", (alert["kind"], alert["device_id"], alert["metric"])).fetchone()
-    state = alert_machine.AlertState.from_dict(row["state"]) if row else None
+    alert = detection_store.alert_for_update(conn, alert_id)
+    if alert is None:
+        raise AlertNotFoundError(f"no alert with id {alert_id}")
+    if alert["state"] not in alert_machine.OPEN_STATES:
+        raise AlertClosedError(f"alert {alert_id} is {alert['state']}, not open")
+    stored = detection_store.alert_state(conn, (alert["kind"], alert["device_id"],
+                                                alert["metric"]))
+    state = alert_machine.AlertState.from_dict(stored) if stored else None
     if state is None or not state.is_open:
         raise AlertClosedError(f"alert {alert_id} has no open episode")
     return alert, state
@@ -66,12 +62,5 @@ def resolve_alert(alert_id: int, by: str, note: str | None = None,
 
 
 def list_alerts(open_only: bool = True, limit: int = 50) -> list[dict[str, Any]]:
-    where = "WHERE state IN ('pending', 'firing')" if open_only else ""
-    with db.connect() as conn, conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            f"SELECT a.alert_id, a.kind, a.device_id, d.device_name, a.metric, a.state,"
-            f" a.severity, a.opened_at, a.fired_at, a.resolved_at, a.peak_score,"
-            f" a.acknowledged_by FROM telemetry.alerts a"
-            f" LEFT JOIN telemetry.devices d USING (device_id) {where}"
-            f" ORDER BY array_position(ARRAY['critical','high','medium','low'], a.severity),"
-            f" a.opened_at DESC LIMIT %s", (limit,)).fetchall()
+    with db.connect() as conn:
+        return detection_store.list_alerts(conn, open_only, limit)

@@ -265,3 +265,35 @@ def quarantined_per_device(conn: psycopg.Connection, start: datetime, end: datet
         " AND device_id = ANY(%s) GROUP BY 1", (start, end, [int(d) for d in device_ids])
     ).fetchall()
     return {int(d): int(n) for d, n in rows}
+
+
+def has_models(conn: psycopg.Connection) -> bool:
+    return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM telemetry.models)").fetchone()[0])
+
+
+def trained_until(conn: psycopg.Connection) -> datetime | None:
+    return conn.execute("SELECT max(train_end) FROM telemetry.models").fetchone()[0]
+
+
+def alert_for_update(conn: psycopg.Connection, alert_id: int) -> dict[str, Any] | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM telemetry.alerts WHERE alert_id = %s FOR UPDATE",
+                           (alert_id,)).fetchone()
+
+
+def alert_state(conn: psycopg.Connection, key: AlertKey) -> dict[str, Any] | None:
+    row = conn.execute("SELECT state FROM telemetry.alert_states WHERE kind = %s"
+                       " AND device_id = %s AND metric = %s", key).fetchone()
+    return row[0] if row else None
+
+
+def list_alerts(conn: psycopg.Connection, open_only: bool, limit: int) -> list[dict[str, Any]]:
+    where = "WHERE state IN ('pending', 'firing')" if open_only else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            f"SELECT a.alert_id, a.kind, a.device_id, d.device_name, a.metric, a.state,"
+            f" a.severity, a.opened_at, a.fired_at, a.resolved_at, a.peak_score,"
+            f" a.acknowledged_by FROM telemetry.alerts a"
+            f" LEFT JOIN telemetry.devices d USING (device_id) {where}"
+            f" ORDER BY array_position(ARRAY['critical','high','medium','low'], a.severity),"
+            f" a.opened_at DESC LIMIT %s", (limit,)).fetchall()

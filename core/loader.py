@@ -18,7 +18,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from core import db, rules
+from core import db, rules, store
 from core.copy_binary import READING_COPY_COLUMNS, readings_chunks
 from core.settings import get_settings
 
@@ -281,13 +281,7 @@ def load_readings(
             quarantined = len(verdict.rejected) + conflicts
             duplicate = verdict.in_batch_duplicates + len(clean) - loaded - conflicts
             if advance_watermark and window_end is not None:
-                conn.execute(
-                    "INSERT INTO telemetry.watermarks (stream, high_water, batch_id)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (stream) DO UPDATE SET"
-                    " high_water = GREATEST(watermarks.high_water, EXCLUDED.high_water),"
-                    " batch_id = EXCLUDED.batch_id, updated_at = now()",
-                    (stream, window_end, batch_id),
-                )
+                store.advance_watermark(conn, stream, window_end, batch_id)
             lap("quarantine_ledger")
             _finish_batch(conn, batch_id, loaded, duplicate, quarantined, path, timings)
         if own:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from core import db, detection, detection_store, features, readback
+from core import db, detection, detection_store, features, readback, store
 from core.settings import get_settings
 from detectors import alerts as alert_machine
 from detectors.evaluation import label_mask
@@ -58,12 +58,6 @@ class ScoreSummary:
     open_alerts: int = 0
 
 
-def _devices(conn: psycopg.Connection) -> pd.DataFrame:
-    rows = conn.execute("SELECT device_id, site, zone, interval_seconds FROM telemetry.devices"
-                        " ORDER BY device_id").fetchall()
-    return pd.DataFrame(rows, columns=["device_id", "site", "zone", "interval_seconds"])
-
-
 def _exclusions(readings: pd.DataFrame, labels: pd.DataFrame, confirmed: pd.DataFrame,
                 faulted: pd.DataFrame) -> np.ndarray:
     """Readings a baseline must not learn from: labeled anomalies, confirmed anomalies and
@@ -91,7 +85,7 @@ def train_models(train_start: datetime, train_end: datetime, reason: str = "sche
     params = params or detection.SuiteParams()
     with db.connect() as conn:
         readings = readback.read_readings(train_start, train_end, conn=conn)
-        devices = _devices(conn)
+        devices = store.devices(conn)
         labels = detection_store.labels_between(conn, train_start, train_end)
         confirmed = detection_store.confirmed_anomalies(conn, train_start, train_end)
         faulted = detection_store.faulted_readings(conn, train_start, train_end)
@@ -171,7 +165,7 @@ def score_window(start: datetime, end: datetime, shard: int = 0, shards: int = 1
     summary = ScoreSummary(start, end, shard, shards)
     with db.connect() as conn:
         suite = load_suite(conn)
-        devices = _devices(conn)
+        devices = store.devices(conn)
         interval = int(devices["interval_seconds"].max()) if len(devices) else 10
         history = timedelta(seconds=interval * (suite.params.rolling_window + 5))
         readings = readback.read_readings(start - history, end, shard=shard, shards=shards,
@@ -194,13 +188,15 @@ def score_window(start: datetime, end: datetime, shard: int = 0, shards: int = 1
             conn, gaps, shard_devices["device_id"].to_numpy(), start, end)
         summary.data_alerts_opened += data["opened"]
         summary.open_alerts = detection_store.open_alert_count(conn)
-        if shards == 1:
-            conn.execute(
-                "INSERT INTO telemetry.watermarks (stream, high_water) VALUES (%s, %s)"
-                " ON CONFLICT (stream) DO UPDATE SET high_water ="
-                " GREATEST(watermarks.high_water, EXCLUDED.high_water), updated_at = now()",
-                (SCORE_STREAM, end))
+        if shards == 1:  # sharded runs: the caller marks the window once every shard is done
+            store.advance_watermark(conn, SCORE_STREAM, end)
     return summary
+
+
+def mark_scored(end: datetime) -> None:
+    """All shards of a window are scored: move the scoring watermark."""
+    with db.transaction() as conn:
+        store.advance_watermark(conn, SCORE_STREAM, end)
 
 
 def _quarantine_alerts(conn: psycopg.Connection, devices: pd.DataFrame, start: datetime,
@@ -259,18 +255,10 @@ def _apply_machine(conn: psycopg.Connection, frame: pd.DataFrame, device_ids: np
 
 def has_models() -> bool:
     with db.connect() as conn:
-        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM telemetry.models)").fetchone()[0])
-
-
-def score_watermark() -> datetime | None:
-    with db.connect() as conn:
-        row = conn.execute("SELECT high_water FROM telemetry.watermarks WHERE stream = %s",
-                           (SCORE_STREAM,)).fetchone()
-    return row[0] if row else None
+        return detection_store.has_models(conn)
 
 
 def trained_until() -> datetime | None:
     """The end of the newest models' training window (scoring starts there at first)."""
     with db.connect() as conn:
-        row = conn.execute("SELECT max(train_end) FROM telemetry.models").fetchone()
-    return row[0] if row else None
+        return detection_store.trained_until(conn)

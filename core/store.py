@@ -47,6 +47,12 @@ def _insert_new(conn: psycopg.Connection, table: str, columns: tuple[str, ...],
     return len(rows)
 
 
+def devices(conn: psycopg.Connection) -> pd.DataFrame:
+    rows = conn.execute("SELECT device_id, site, zone, interval_seconds FROM telemetry.devices"
+                        " ORDER BY device_id").fetchall()
+    return pd.DataFrame(rows, columns=["device_id", "site", "zone", "interval_seconds"])
+
+
 def insert_labels(conn: psycopg.Connection, labels: pd.DataFrame) -> int:
     """Store anomaly ground truth (simulator labels)."""
     rows = [
@@ -67,6 +73,18 @@ def insert_faults(conn: psycopg.Connection, faults: pd.DataFrame) -> int:
     ]
     return _insert_new(conn, "data_faults", ("fault_id", "fault_type", "device_id",
                        "metric_id", "ts", "arrival_ts", "detail"), rows)
+
+
+def advance_watermark(conn: psycopg.Connection, stream: str, high_water: datetime,
+                      batch_id: int | None = None) -> None:
+    """Move a stream's watermark forward (never back)."""
+    conn.execute(
+        "INSERT INTO telemetry.watermarks (stream, high_water, batch_id) VALUES (%s, %s, %s)"
+        " ON CONFLICT (stream) DO UPDATE SET"
+        " high_water = GREATEST(watermarks.high_water, EXCLUDED.high_water),"
+        " batch_id = coalesce(EXCLUDED.batch_id, watermarks.batch_id), updated_at = now()",
+        (stream, high_water, batch_id),
+    )
 
 
 def get_watermark(conn: psycopg.Connection, stream: str) -> datetime | None:

@@ -77,6 +77,8 @@ def score_range(window: Window, chunk: timedelta, shards: int) -> ScoreRunSummar
             out.open_alerts = result.open_alerts
             for k, v in result.by_severity.items():
                 out.by_severity[k] = out.by_severity.get(k, 0) + v
+        if shards > 1:
+            tasks.mark_scored(piece.end)
         progress.report(i, len(pieces), f"scored {piece}")
     return out
 

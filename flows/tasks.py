@@ -84,3 +84,8 @@ def run_backtest(params: dict) -> pd.DataFrame:
     with db.transaction() as conn:
         detection_store.save_evaluation(conn, result.table)
     return result.table
+
+
+@task(name="mark-scored", **IO_RETRIES)
+def mark_scored(end: datetime) -> None:
+    scoring.mark_scored(end)

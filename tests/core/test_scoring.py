@@ -190,3 +190,13 @@ def test_a_device_sending_rejected_rows_gets_a_data_alert(trained):
     others = trained.execute("SELECT count(*) FROM telemetry.alerts WHERE kind = 'data'"
                              " AND metric = 'quarantine' AND device_id <> 2").fetchone()[0]
     assert others == 0  # the simulator's scattered faults stay under the share
+
+
+def test_sharded_windows_move_the_watermark_only_when_marked(trained):
+    from core import store
+
+    for shard in range(2):
+        scoring.score_window(*WINDOW, shard=shard, shards=2)
+    assert store.get_watermark(trained, scoring.SCORE_STREAM) is None
+    scoring.mark_scored(WINDOW[1])
+    assert store.get_watermark(trained, scoring.SCORE_STREAM) == WINDOW[1]
