@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
-from core import db, ingest, migrate, scoring
+from bench.scratch import scratch_database
+from core import ingest, scoring
 from detectors import PCADetector, RollingZScore
 from simulator import FleetConfig, simulate
 
@@ -46,14 +45,7 @@ def raw_throughput(points: int) -> dict[str, float]:
 
 
 def scoring_day() -> dict[str, float]:
-    admin = db.database_url()
-    name = f"bench_detect_{os.getpid()}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = db.with_dbname(admin, name)
-    db.reset_caches()
-    try:
-        migrate.upgrade()
+    with scratch_database("bench_detect"):
         config = FleetConfig()
         ingest.register_fleet(config)
         day0 = datetime(2026, 10, 5, tzinfo=UTC)
@@ -70,10 +62,6 @@ def scoring_day() -> dict[str, float]:
                 "score_points": summary.points, "score_seconds": round(score_s, 2),
                 "score_points_per_s": round(summary.points / score_s),
                 "anomalies": summary.anomalies, "alerts_fired": summary.alerts_fired}
-    finally:
-        db.reset_caches()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def main() -> None:

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import psycopg
 
-from core import db, loader, migrate, store
+from bench.scratch import scratch_database
+from core import db, loader, store
 from core.copy_binary import readings_buffer
 
 OUT = Path(__file__).parent / "out"
@@ -49,15 +48,7 @@ def readings_for(rows: int, devices: int, start: pd.Timestamp) -> pd.DataFrame:
 
 
 def run(rows: int, batch_rows: int, devices: int) -> dict:
-    admin = db.database_url()
-    name = f"bench_loader_{os.getpid()}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = db.with_dbname(admin, name)
-    os.environ["DATABASE_URL"] = url
-    db.reset_caches()
-    try:
-        migrate.upgrade(url=url)
+    with scratch_database("bench_loader"):
         with db.connect() as conn:
             store.upsert_devices(conn, synthetic_fleet(devices))
             conn.commit()
@@ -111,12 +102,7 @@ def run(rows: int, batch_rows: int, devices: int) -> dict:
             results["raw keyed COPY (limit)"] = {"seconds": round(secs, 2),
                                                  "rows_per_s": round(rows / secs)}
         return {"rows": rows, "batch_rows": batch_rows, "devices": devices,
-                "server": "DATABASE_URL" if os.environ.get("TELEMETRY_BENCH_EXTERNAL") else
-                "configured", "results": results}
-    finally:
-        db.reset_caches()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                "results": results}
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pandas as pd
 
 _HEADER = b"PGCOPY\n\xff\r\n\x00" + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 _TRAILER = (-1).to_bytes(2, "big", signed=True)
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
 
 _READING_ROW = np.dtype([
     ("ncols", ">i2"),
@@ -25,7 +25,7 @@ READING_COPY_COLUMNS = "(device_id, metric_id, ts, value, batch_id)"
 def pg_timestamps(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as PostgreSQL's binary timestamptz: microseconds since 2000-01-01."""
     unix_us = pd.to_datetime(ts, utc=True).to_numpy(dtype="datetime64[us]").astype(np.int64)
-    return unix_us - _PG_EPOCH_US
+    return unix_us - PG_EPOCH_US
 
 
 def readings_chunks(frame: pd.DataFrame, batch_id: int, rows_per_chunk: int = 50_000

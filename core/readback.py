@@ -9,9 +9,9 @@ import pandas as pd
 import psycopg
 
 from core import db
+from core.copy_binary import PG_EPOCH_US
 
-_PG_EPOCH_US = 946_684_800_000_000
-_HEADER_BYTES = 11 + 4 + 4
+_HEADER_BYTES = 11 + 4 + 4  # signature, flags, header extension length
 _ROW = np.dtype([
     ("ncols", ">i2"),
     ("l_device", ">i4"), ("device_id", ">i4"),
@@ -24,7 +24,7 @@ _ROW = np.dtype([
 def _parse(payload: bytes | bytearray) -> pd.DataFrame:
     body = memoryview(payload)[_HEADER_BYTES: len(payload) - 2]  # header and -1 trailer
     rows = np.frombuffer(body, dtype=_ROW)
-    ts_us = rows["ts"].astype(np.int64) + _PG_EPOCH_US
+    ts_us = rows["ts"].astype(np.int64) + PG_EPOCH_US
     return pd.DataFrame({
         "device_id": rows["device_id"].astype(np.int32),
         "metric_id": rows["metric_id"].astype(np.int16),

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
 
 F64 = npt.NDArray[np.float64]
 ALARM = 1.0  # the normalized score at which every detector raises its alarm
@@ -45,8 +46,6 @@ class Detector(BaseEstimator):
     # -- state ------------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         """Parameters and fitted attributes as JSON-safe values (lists, numbers, str, None)."""
-        from sklearn.utils.validation import check_is_fitted
-
         check_is_fitted(self)
         return {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -197,3 +196,62 @@ def blocked_rows(
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             list(pool.map(one, starts))
     return out
+
+
+class TrailingWindowDetector(Detector):
+    """Shared machinery of the trailing-window z-scores (rolling mean/std, robust median/MAD).
+
+    Subclasses keep their own __init__ (scikit-learn reads parameters from its signature) with
+    window, threshold, min_periods, floor_fraction, n_jobs, and implement `_z(xb, window, floor)`
+    returning (count of valid points in the window, |z|) for a block of rows."""
+
+    _state_attrs: ClassVar[tuple[str, ...]] = ("scale_floor_", "n_features_in_")
+    _min_periods_floor: ClassVar[int] = 1
+
+    window: int
+    threshold: float
+    min_periods: int | None
+    floor_fraction: float
+    n_jobs: int | None
+
+    def _check_params(self) -> int:
+        if int(self.window) < 2:
+            raise ValueError("window must be at least 2")
+        if not self.threshold > 0:
+            raise ValueError("threshold must be positive")
+        mp = self.window // 2 if self.min_periods is None else int(self.min_periods)
+        low = self._min_periods_floor
+        if not low <= mp <= self.window:
+            raise ValueError(f"min_periods must be in [{low}, window]")
+        return mp
+
+    def fit(self, X: Any, y: Any = None) -> TrailingWindowDetector:
+        """Learn only the per-series scale floor (floor_fraction x sensor-noise level)."""
+        self._check_params()
+        x, _ = as_columns(X)
+        self.n_features_in_ = x.shape[1]
+        self.scale_floor_ = self.floor_fraction * noise_scale(x)
+        return self
+
+    def _z(self, xb: F64, window: int, floor: F64) -> tuple[F64, F64]:
+        raise NotImplementedError
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Raw |z| per point (same shape as X); NaN where X is NaN or the window is too sparse."""
+        check_is_fitted(self)
+        mp = self._check_params()
+        x, flat = as_columns(X)
+        w = int(self.window)
+        floor = per_column(self.scale_floor_, x.shape[1], "scale_floor_")
+
+        def block(xb: F64) -> F64:
+            cnt, z = self._z(xb, w, floor)
+            z[cnt < mp] = np.nan
+            return z
+
+        z = blocked_rows(x, w, block, self.n_jobs)
+        return z[:, 0] if flat else z
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Normalized score: |z| / threshold (higher = more anomalous, 1.0 = alarm)."""
+        return self.score_samples(X) / self.threshold

@@ -19,13 +19,12 @@ the absolute deviations are sorted again for the MAD.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-from sklearn.utils.validation import check_is_fitted
 
-from detectors.base import F64, Detector, as_columns, blocked_rows, noise_scale, per_column
+from detectors.base import F64, TrailingWindowDetector
 
 MAD_TO_SIGMA = 1.4826
 _REL_EPS = 1e-9
@@ -68,14 +67,14 @@ def trailing_median_mad(x: F64, window: int) -> tuple[F64, F64, F64]:
     return cnt, med, mad
 
 
-class RobustZScore(Detector):
+class RobustZScore(TrailingWindowDetector):
     """Trailing-window modified z-score per column of X (shape (n,) or (n, k)).
 
     decision_function(X) = |x_t - median_w| / max(1.4826 MAD_w, floor) / threshold (1.0 = alarm);
     score_samples(X) = the raw robust |z|.
     """
 
-    _state_attrs: ClassVar[tuple[str, ...]] = ("scale_floor_", "n_features_in_")
+    _min_periods_floor: ClassVar[int] = 1
 
     def __init__(
         self,
@@ -91,44 +90,10 @@ class RobustZScore(Detector):
         self.floor_fraction = floor_fraction
         self.n_jobs = n_jobs
 
-    def _check_params(self) -> int:
-        if int(self.window) < 2:
-            raise ValueError("window must be at least 2")
-        if not self.threshold > 0:
-            raise ValueError("threshold must be positive")
-        mp = self.window // 2 if self.min_periods is None else int(self.min_periods)
-        if not 1 <= mp <= self.window:
-            raise ValueError("min_periods must be in [1, window]")
-        return mp
-
-    def fit(self, X: Any, y: Any = None) -> RobustZScore:
-        """Learn only the per-series scale floor (floor_fraction x sensor-noise level)."""
-        self._check_params()
-        x, _ = as_columns(X)
-        self.n_features_in_ = x.shape[1]
-        self.scale_floor_ = self.floor_fraction * noise_scale(x)
-        return self
-
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Raw robust |z| per point (same shape as X); NaN at gaps and sparse windows."""
-        check_is_fitted(self)
-        mp = self._check_params()
-        x, flat = as_columns(X)
-        w = int(self.window)
-        floor = per_column(self.scale_floor_, x.shape[1], "scale_floor_")
-
-        def block(xb: F64) -> F64:
-            cnt, med, mad = trailing_median_mad(xb, w)
-            scale = np.maximum(MAD_TO_SIGMA * mad, floor)
-            np.maximum(scale, _REL_EPS * (1.0 + np.abs(med)), out=scale)
-            with np.errstate(invalid="ignore"):
-                z = np.abs(xb - med) / scale
-            z[cnt < mp] = np.nan
-            return z
-
-        z = blocked_rows(x, w, block, self.n_jobs)
-        return z[:, 0] if flat else z
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Normalized score: robust |z| / threshold (higher = more anomalous, 1.0 = alarm)."""
-        return self.score_samples(X) / self.threshold
+    def _z(self, xb: F64, window: int, floor: F64) -> tuple[F64, F64]:
+        cnt, med, mad = trailing_median_mad(xb, window)
+        scale = np.maximum(MAD_TO_SIGMA * mad, floor)
+        np.maximum(scale, _REL_EPS * (1.0 + np.abs(med)), out=scale)
+        with np.errstate(invalid="ignore"):
+            z = np.abs(xb - med) / scale
+        return cnt, z

@@ -19,12 +19,11 @@ millions of readings a week (docs/EVALUATION.md).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
 
-from detectors.base import F64, Detector, as_columns, blocked_rows, noise_scale, per_column
+from detectors.base import F64, TrailingWindowDetector
 
 _REL_EPS = 1e-9
 
@@ -80,7 +79,7 @@ def trailing_moments(x: F64, window: int) -> tuple[F64, F64, F64]:
     return cnt, mean_d, s2
 
 
-class RollingZScore(Detector):
+class RollingZScore(TrailingWindowDetector):
     """Trailing-window z-score per column of X (shape (n,) or (n, k), rows evenly spaced in time).
 
     n_jobs threads work on fixed row blocks (None = 1, -1 = all cores); results do not depend
@@ -90,7 +89,7 @@ class RollingZScore(Detector):
     score_samples(X) = the raw |z|.
     """
 
-    _state_attrs: ClassVar[tuple[str, ...]] = ("scale_floor_", "n_features_in_")
+    _min_periods_floor: ClassVar[int] = 2
 
     def __init__(
         self,
@@ -106,45 +105,11 @@ class RollingZScore(Detector):
         self.floor_fraction = floor_fraction
         self.n_jobs = n_jobs
 
-    def _check_params(self) -> int:
-        if int(self.window) < 2:
-            raise ValueError("window must be at least 2")
-        if not self.threshold > 0:
-            raise ValueError("threshold must be positive")
-        mp = self.window // 2 if self.min_periods is None else int(self.min_periods)
-        if not 2 <= mp <= self.window:
-            raise ValueError("min_periods must be in [2, window]")
-        return mp
-
-    def fit(self, X: Any, y: Any = None) -> RollingZScore:
-        """Learn only the per-series std floor (floor_fraction x sensor-noise level)."""
-        self._check_params()
-        x, _ = as_columns(X)
-        self.n_features_in_ = x.shape[1]
-        self.scale_floor_ = self.floor_fraction * noise_scale(x)
-        return self
-
-    def score_samples(self, X: Any) -> np.ndarray:
-        """Raw |z| per point (same shape as X); NaN where X is NaN or the window is too sparse."""
-        check_is_fitted(self)
-        mp = self._check_params()
-        x, flat = as_columns(X)
-        w = int(self.window)
-        floor = per_column(self.scale_floor_, x.shape[1], "scale_floor_")
-
-        def block(xb: F64) -> F64:
-            cnt, mean, std = trailing_moments(xb, w)
-            np.maximum(std, floor, out=std)
-            scale = np.maximum(std, _REL_EPS * (1.0 + np.abs(mean)), out=std)
-            with np.errstate(invalid="ignore"):
-                z = np.abs(xb - mean, out=mean)
-                z /= scale
-            z[cnt < mp] = np.nan
-            return z
-
-        z = blocked_rows(x, w, block, self.n_jobs)
-        return z[:, 0] if flat else z
-
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Normalized score: |z| / threshold (higher = more anomalous, 1.0 = alarm)."""
-        return self.score_samples(X) / self.threshold
+    def _z(self, xb: F64, window: int, floor: F64) -> tuple[F64, F64]:
+        cnt, mean, std = trailing_moments(xb, window)
+        np.maximum(std, floor, out=std)
+        scale = np.maximum(std, _REL_EPS * (1.0 + np.abs(mean)), out=std)
+        with np.errstate(invalid="ignore"):
+            z = np.abs(xb - mean, out=mean)
+            z /= scale
+        return cnt, z
