@@ -16,7 +16,9 @@ MAX_CATCH_UP = timedelta(days=2)  # one run scores at most this much
 
 class TrainParams(BaseModel):
     days: float = Field(7, gt=0, le=90, description="days of history to learn baselines from")
-    end: datetime | None = Field(None, description="default: the loaded data's watermark")
+    end: datetime | None = Field(
+        None, description="default: the loaded data's watermark minus the late-data reach "
+        "(train on settled data only)")
     reason: str = Field("scheduled", max_length=200)
 
 
@@ -51,9 +53,12 @@ class ScoreRunSummary(BaseModel):
 def train(params: TrainParams = TrainParams()) -> dict[str, int]:
     """Fit every detector on the last `days` of loaded history (anomalies excluded) and
     register a new model version of each."""
-    end = params.end or tasks.read_watermark(SIMULATOR_STREAM)
+    end = params.end
     if end is None:
-        raise ValueError("nothing loaded yet: run a backfill first (telemetry backfill)")
+        loaded_to = tasks.read_watermark(SIMULATOR_STREAM)
+        if loaded_to is None:
+            raise ValueError("nothing loaded yet: run a backfill first (telemetry backfill)")
+        end = loaded_to - LATE_REACH  # rows stamped later may still arrive
     end = floor_time(end, timedelta(hours=1))
     summary = tasks.train_models(end - timedelta(days=params.days), end, params.reason)
     get_run_logger().info("trained %s on %d rows (%d excluded as anomalies)",
