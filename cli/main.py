@@ -168,12 +168,15 @@ def _print_summary(summary, name: str, seconds: float) -> None:
             console.print(f"scoring skipped: {scored.skipped}")
         else:
             sev = ", ".join(f"{k} {v:,}" for k, v in scored.by_severity.items())
-            console.print(f"scored {scored.points:,} points: {scored.anomalies:,} anomalies"
+            console.print(f"scored {scored.window_start:%Y-%m-%d %H:%M} - "
+                          f"{scored.window_end:%Y-%m-%d %H:%M} UTC: {scored.points:,} points, "
+                          f"{scored.anomalies:,} anomalies"
                           + (f" ({sev})" if sev else "") + f"; alerts {scored.alerts_fired} "
                           f"fired, {scored.alerts_resolved} resolved, {scored.open_alerts} open")
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in getattr(summary, "seconds", {}).items())
-    console.print(f"[green]{name} finished[/] in {seconds:.1f}s ({stages}); next: "
-                  "[bold]telemetry status[/]")
+    console.print(f"[green]{name} finished[/] in {seconds:.1f}s"
+                  + (f" ({stages})" if stages else "") + "; next: [bold]telemetry status[/]"
+                  + (", [bold]telemetry alerts[/]" if scored is not None else ""))
 
 
 @app.command()
