@@ -53,11 +53,12 @@ def replace_scores(conn: psycopg.Connection, start: datetime, end: datetime,
     columns = ["detector", "device_id", "metric", "ts", "model_id", "value", "baseline_mean",
                "baseline_std", "score", "is_anomaly", "severity", "reason", "contributions"]
     frame = scores.reindex(columns=columns)
+    # CSV through pandas' C writer: an empty unquoted field is NULL (NaN, None).
+    payload = frame.to_csv(index=False, header=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
     with conn.cursor().copy(
-        f"COPY telemetry.scores ({', '.join(columns)}) FROM STDIN"
+        f"COPY telemetry.scores ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     ) as copy:
-        for row in frame.itertuples(index=False):
-            copy.write_row([None if _missing(v) else v for v in row])
+        copy.write(payload)
     return len(frame)
 
 

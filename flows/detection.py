@@ -46,6 +46,7 @@ class ScoreRunSummary(BaseModel):
     alerts_resolved: int = 0
     data_alerts_opened: int = 0
     open_alerts: int = 0
+    seconds: dict[str, float] = {}
     skipped: str | None = None
 
 
@@ -82,6 +83,8 @@ def score_range(window: Window, chunk: timedelta, shards: int) -> ScoreRunSummar
             out.open_alerts = result.open_alerts
             for k, v in result.by_severity.items():
                 out.by_severity[k] = out.by_severity.get(k, 0) + v
+            for k, v in result.seconds.items():
+                out.seconds[k] = round(out.seconds.get(k, 0.0) + v, 3)
         if shards > 1:
             tasks.mark_scored(piece.end)
         progress.report(i, len(pieces), f"scored {piece}")
