@@ -111,15 +111,6 @@ def recent_batches(conn: psycopg.Connection, limit: int = 10) -> list[dict[str, 
                        " ORDER BY batch_id DESC LIMIT %s", (limit,))
 
 
-def batch_totals(conn: psycopg.Connection, batch_ids: list[int]) -> dict[str, int]:
-    row = _rows(conn, "SELECT coalesce(sum(rows_received), 0) AS received,"
-                      " coalesce(sum(rows_loaded), 0) AS loaded,"
-                      " coalesce(sum(rows_duplicate), 0) AS duplicate,"
-                      " coalesce(sum(rows_quarantined), 0) AS quarantined"
-                      " FROM telemetry.batches WHERE batch_id = ANY(%s)", (batch_ids,))[0]
-    return {k: int(v) for k, v in row.items()}
-
-
 def quarantine_by_rule(conn: psycopg.Connection, batch_ids: list[int] | None = None
                        ) -> dict[str, int]:
     if batch_ids is None:

@@ -1,8 +1,6 @@
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
     unique_key=['device_id', 'metric_id', 'window_start'],
-    on_schema_change='fail',
     indexes=[
         {'columns': ['device_id', 'metric_id', 'window_start'], 'unique': True},
         {'columns': ['window_start']},

@@ -3,9 +3,7 @@
 -- before the window ended, so a silent device lowers it.
 {{ config(
     materialized='incremental',
-    incremental_strategy='delete+insert',
     unique_key=['site', 'zone', 'metric_id', 'window_start'],
-    on_schema_change='fail',
     indexes=[
         {'columns': ['site', 'zone', 'metric_id', 'window_start'], 'unique': True},
         {'columns': ['window_start']},
