@@ -53,6 +53,19 @@ class Settings(BaseSettings):
         description="A device whose rejected rows exceed this share of its expected readings"
         " in a scored window gets a data alert.",
     )
+    quality_tolerance: float = Field(
+        default=0.01, ge=0, le=1,
+        description="Share of a batch's rows that may break a row-level expectation before it"
+        " fails (GX `mostly` = 1 - this).",
+    )
+    drift_reference_days: float = Field(
+        default=7, gt=0, le=90, description="Drift: trailing clean period compared against."
+    )
+    drift_current_days: float = Field(default=1, gt=0, le=30, description="Drift: period tested.")
+    drift_persist_runs: int = Field(
+        default=3, ge=1, le=30,
+        description="Consecutive drifted runs of a metric after which training re-baselines.",
+    )
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )
