@@ -299,6 +299,34 @@ def demo(
     )
 
 
+@app.command("quality")
+def quality_results(
+    suite: Annotated[str | None, typer.Option(help="raw_batch, kpi or scores.")] = None,
+    failed: Annotated[bool, typer.Option("--failed/--all", help="Only failed expectations.")
+                      ] = True,
+    limit: Annotated[int, typer.Option(help="At most this many rows.")] = 30,
+) -> None:
+    """Great Expectations results, newest first: failed expectations by default."""
+    from core import db, quality_store
+
+    with db.connect() as conn:
+        rows = quality_store.results(conn, suite, limit=2000)
+    rows = [r for r in rows if not (failed and r["success"])][:limit]
+    if not rows:
+        console.print("no failed expectations" if failed else "no quality results yet")
+        return
+    t = Table(title="data quality" + (" (failed)" if failed else ""))
+    for col in ("target", "expectation", "severity", "unexpected"):
+        t.add_column(col)
+    for r in rows:
+        pct = r["unexpected_percent"]
+        share = f"{r['unexpected_count'] or 0:,} ({pct:.2f}%)" if pct is not None else "-"
+        t.add_row(r["target"], r["expectation"],
+                  r["severity"] if not r["success"] else "passed", share)
+    console.print(t)
+    console.print("the whole picture: [bold]telemetry report quality[/] (HTML)")
+
+
 @alerts_app.callback()
 def alerts_list(
     ctx: typer.Context,
@@ -319,7 +347,8 @@ def alerts_list(
         t.add_column(col)
     for r in rows:
         t.add_row(str(r["alert_id"]), r["severity"], r["state"],
-                  r["device_name"] or str(r["device_id"]), r["metric"],
+                  r["device_name"] or ("fleet" if r["device_id"] is None else
+                                       str(r["device_id"])), r["metric"],
                   f"{r['opened_at']:%m-%d %H:%M:%S}", f"{r['peak_score'] or 0:.2f}",
                   r["acknowledged_by"] or "")
     console.print(t)

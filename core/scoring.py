@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from core import db, detection, detection_store, features, readback, store
+from core import db, detection, detection_store, features, quality_store, readback, store
 from core.settings import get_settings
 from detectors import alerts as alert_machine
 from detectors.evaluation import label_mask
@@ -61,8 +61,9 @@ class ScoreSummary:
 
 def _exclusions(readings: pd.DataFrame, labels: pd.DataFrame, confirmed: pd.DataFrame,
                 faulted: pd.DataFrame) -> np.ndarray:
-    """Readings a baseline must not learn from: labeled anomalies, confirmed anomalies and
-    rows the simulator faulted (late, duplicated, out of order)."""
+    """Readings a baseline must not learn from: labeled anomalies, confirmed anomalies, rows
+    the simulator faulted (late, duplicated, out of order) and rows of batches that failed an
+    error-severity expectation."""
     named = features.with_metric_names(readings)[["device_id", "metric_id", "metric", "ts"]]
     mask = (label_mask(named[["device_id", "metric", "ts"]], labels) if not labels.empty
             else np.zeros(len(named), bool))
@@ -89,7 +90,11 @@ def train_models(train_start: datetime, train_end: datetime, reason: str = "sche
         devices = store.devices(conn)
         labels = detection_store.labels_between(conn, train_start, train_end)
         confirmed = detection_store.confirmed_anomalies(conn, train_start, train_end)
-        faulted = detection_store.faulted_readings(conn, train_start, train_end)
+        faulted = pd.concat([f for f in (
+            detection_store.faulted_readings(conn, train_start, train_end),
+            quality_store.failed_batch_readings(conn, train_start, train_end)) if not f.empty
+        ] or [pd.DataFrame(columns=["device_id", "metric_id", "ts"])],
+            ignore_index=True).drop_duplicates()
         current = detection_store.latest_models(conn)
     if readings.empty:
         raise ValueError(f"no readings between {train_start} and {train_end} to train on")

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
         description="Share of a batch's rows that may break a row-level expectation before it"
         " fails (GX `mostly` = 1 - this).",
     )
+    quality_row_count_tolerance: float = Field(
+        default=0.05, ge=0, le=1,
+        description="Relative deviation of a batch's row count (and a KPI window's"
+        " completeness) from the expected readings before the expectation fails.",
+    )
     drift_reference_days: float = Field(
         default=7, gt=0, le=90, description="Drift: trailing clean period compared against."
     )

@@ -7,7 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field, model_validator
 
 from core.settings import get_settings
-from simulator import FleetConfig
+from simulator import FAULT_TYPES, FaultConfig, FleetConfig
 
 MAX_DEVICES = 10_000
 
@@ -20,6 +20,9 @@ class FleetParams(BaseModel):
     zones_per_site: int | None = Field(None, ge=1, le=100)
     devices_per_zone: int | None = Field(None, ge=1, le=100)
     interval_seconds: int | None = Field(None, ge=1, le=3600)
+    fault_scale: float = Field(
+        1.0, ge=0, le=100, description="multiplies the simulator's data-fault rates "
+        "(0 = clean data, 20 = a bad day for the quality checks)")
 
     @model_validator(mode="after")
     def _fleet_size(self) -> FleetParams:
@@ -36,7 +39,10 @@ class FleetParams(BaseModel):
                              "interval_seconds")}
 
     def config(self) -> FleetConfig:
-        return FleetConfig(**self.resolved())
+        defaults = FaultConfig()
+        faults = FaultConfig(**{name: getattr(defaults, name) * self.fault_scale
+                                for name in FAULT_TYPES})
+        return FleetConfig(**self.resolved(), faults=faults)
 
 
 class WindowParams(BaseModel):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
+from core import quality
 from core.dbt_runner import DbtRun
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
 from flows import progress, tasks
@@ -33,6 +34,23 @@ class LoadSummary(BaseModel):
     faults: int = 0
     seconds: dict[str, float] = {}
     remaining_gap_hours: float = 0.0
+    quality: dict[str, int] = {}  # raw batches per status: passed / warning / error
+    quality_failed: dict[str, int] = {}  # failed expectation -> batches
+
+
+class QualityBrief(BaseModel):
+    """One suite's validation in a run."""
+
+    status: str = "passed"
+    targets: int = 0
+    failed: dict[str, int] = {}
+    alerts_raised: int = 0
+    alerts_resolved: int = 0
+
+    @classmethod
+    def of(cls, summary: quality.QualitySummary) -> QualityBrief:
+        return cls(status=summary.status, targets=summary.targets, failed=summary.failed,
+                   alerts_raised=summary.alerts_raised, alerts_resolved=summary.alerts_resolved)
 
 
 class RunSummary(BaseModel):
@@ -40,6 +58,7 @@ class RunSummary(BaseModel):
     score: ScoreRunSummary | None = None
     dbt_models: int = 0
     dbt_tests: int = 0
+    quality: dict[str, QualityBrief] = {}  # suite -> brief (kpi, scores; raw is in load)
     seconds: dict[str, float] = {}
 
 
@@ -70,7 +89,10 @@ def _simulate_and_load(fleet: FleetParams, window: Window, chunk: timedelta,
     pieces = list(chunks(window, chunk))
     summary = LoadSummary(window_start=window.start, window_end=window.end, chunks=len(pieces))
     by_rule: Counter[str] = Counter()
-    sim_s = load_s = 0.0
+    statuses: Counter[str] = Counter()
+    failed: Counter[str] = Counter()
+    run_id = tasks.flow_run_id()
+    sim_s = load_s = check_s = 0.0
     for i, piece in enumerate(pieces, 1):
         t = time.perf_counter()
         batch = tasks.simulate_window(config, piece)
@@ -86,13 +108,22 @@ def _simulate_and_load(fleet: FleetParams, window: Window, chunk: timedelta,
         summary.labels += len(batch.labels)
         summary.faults += len(batch.faults)
         by_rule.update(result.quarantined_by_rule)
+        t = time.perf_counter()
+        checked = tasks.validate_raw_batch(batch.readings, piece, result.batch_id, run_id)
+        check_s += time.perf_counter() - t
+        statuses[checked.status] += 1
+        failed.update(checked.failed)
         progress.report(i, len(pieces), f"{piece}: {result.rows_loaded:,} loaded")
     summary.quarantined_by_rule = dict(by_rule.most_common())
-    summary.seconds = {"simulate": round(sim_s, 2), "load": round(load_s, 2)}
+    summary.quality, summary.quality_failed = dict(statuses), dict(failed)
+    summary.seconds = {"simulate": round(sim_s, 2), "load": round(load_s, 2),
+                       "validate_raw": round(check_s, 2)}
     logger.info(
-        "%s: %d chunks, %d received, %d loaded, %d duplicate, %d quarantined %s",
+        "%s: %d chunks, %d received, %d loaded, %d duplicate, %d quarantined %s;"
+        " raw batches %s, failed expectations %s",
         window, len(pieces), summary.rows_received, summary.rows_loaded,
-        summary.rows_duplicate, summary.rows_quarantined, dict(by_rule),
+        summary.rows_duplicate, summary.rows_quarantined, dict(by_rule), dict(statuses),
+        dict(failed) or "none",
     )
     return summary
 
@@ -126,19 +157,30 @@ def micro_batch(
     """Simulate and load what arrived since the watermark, rebuild the KPIs it touched, then
     score the new readings and update alerts (once models are trained)."""
     load = simulate_and_load(window, fleet)
+    run_id = tasks.flow_run_id()
+    rebuilt = Window(load.window_start - LATE_ARRIVAL_REACH, load.window_end)
     t = time.perf_counter()
-    run = tasks.build_kpis(rebuild_from=load.window_start - LATE_ARRIVAL_REACH)
+    run = tasks.build_kpis(rebuild_from=rebuilt.start)
     seconds = {**load.seconds, "dbt": round(time.perf_counter() - t, 2)}
+    t = time.perf_counter()
+    checks = {"kpi": QualityBrief.of(tasks.validate_kpis(rebuilt, run_id))}
+    seconds["validate_kpis"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
     scored = score(ScoreParams(end=load.window_end))
     seconds["score"] = round(time.perf_counter() - t, 2)
-    summary = RunSummary(load=load, score=scored, **_dbt_counts(run), seconds=seconds)
+    if scored.window_start and scored.window_end:
+        t = time.perf_counter()
+        checks["scores"] = QualityBrief.of(tasks.validate_scores(
+            Window(scored.window_start, scored.window_end), run_id))
+        seconds["validate_scores"] = round(time.perf_counter() - t, 2)
+    summary = RunSummary(load=load, score=scored, **_dbt_counts(run), quality=checks,
+                         seconds=seconds)
     get_run_logger().info(
         "micro-batch %s-%s: %d loaded, %d quarantined, dbt %d models / %d tests, "
-        "%d anomalies, %d alerts fired, %d open; seconds %s",
+        "quality raw %s kpi %s, %d anomalies, %d alerts fired, %d open; seconds %s",
         load.window_start, load.window_end, load.rows_loaded, load.rows_quarantined,
-        summary.dbt_models, summary.dbt_tests, scored.anomalies, scored.alerts_fired,
-        scored.open_alerts, seconds,
+        summary.dbt_models, summary.dbt_tests, load.quality, checks["kpi"].status,
+        scored.anomalies, scored.alerts_fired, scored.open_alerts, seconds,
     )
     return summary
 
@@ -155,6 +197,10 @@ def backfill(
                               "backfill")
     t = time.perf_counter()
     # Late rows of the first chunk reach back before the window; rebuild from there too.
-    run = tasks.build_kpis(rebuild_from=window.start - LATE_ARRIVAL_REACH)
+    rebuilt = Window(window.start - LATE_ARRIVAL_REACH, window.end)
+    run = tasks.build_kpis(rebuild_from=rebuilt.start)
     seconds = {**load.seconds, "dbt": round(time.perf_counter() - t, 2)}
-    return RunSummary(load=load, **_dbt_counts(run), seconds=seconds)
+    t = time.perf_counter()
+    checks = {"kpi": QualityBrief.of(tasks.validate_kpis(rebuilt, tasks.flow_run_id()))}
+    seconds["validate_kpis"] = round(time.perf_counter() - t, 2)
+    return RunSummary(load=load, **_dbt_counts(run), quality=checks, seconds=seconds)

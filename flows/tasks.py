@@ -8,7 +8,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from core import dbt_runner, ingest, loader, scoring
+from core import dbt_runner, ingest, loader, quality, scoring
 from core.ingest import Window
 from simulator import FleetConfig, SimulatedBatch, simulate
 
@@ -35,6 +35,31 @@ def simulate_window(config: FleetConfig, window: Window) -> SimulatedBatch:
 @task(name="load", task_run_name="load {window}", **IO_RETRIES)
 def load_window(batch: SimulatedBatch, window: Window, source: str) -> loader.BatchResult:
     return ingest.load_simulated(batch, window, source=source)
+
+
+def flow_run_id() -> str:
+    """What quality results and reports name as the run that wrote them."""
+    from prefect.runtime import flow_run
+
+    return f"prefect:{flow_run.id}" if flow_run.id else "prefect:local"
+
+
+@task(name="validate-raw-batch", task_run_name="validate batch {batch_id} ({window})",
+      **IO_RETRIES)
+def validate_raw_batch(readings: pd.DataFrame, window: Window, batch_id: int,
+                       run_id: str) -> quality.QualitySummary:
+    return quality.validate_raw_batch(readings, window.start, window.end, window.end, batch_id,
+                                      ingest.SIMULATOR_STREAM, run_id)
+
+
+@task(name="validate-kpis", task_run_name="validate KPIs {window}", **IO_RETRIES)
+def validate_kpis(window: Window, run_id: str) -> quality.QualitySummary:
+    return quality.validate_kpis(window.start, window.end, run_id)
+
+
+@task(name="validate-scores", task_run_name="validate scores {window}", **IO_RETRIES)
+def validate_scores(window: Window, run_id: str) -> quality.QualitySummary:
+    return quality.validate_scores(window.start, window.end, run_id)
 
 
 @task(name="dbt-build", **IO_RETRIES)
