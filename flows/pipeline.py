@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from core import quality
 from core.dbt_runner import DbtRun
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
-from flows import progress, tasks
+from flows import artifacts, progress, tasks
 from flows.detection import ScoreParams, ScoreRunSummary, score
 from flows.params import BackfillParams, FleetParams, WindowParams
 
@@ -65,6 +65,39 @@ class RunSummary(BaseModel):
 def _dbt_counts(run: DbtRun) -> dict[str, int]:
     kinds = Counter(r.unique_id.split(".", 1)[0] for r in run.results)
     return {"dbt_models": kinds["model"], "dbt_tests": kinds["test"]}
+
+
+def _load_rows(load: LoadSummary) -> list[tuple[str, object]]:
+    rules = ", ".join(f"{k} {v:,}" for k, v in load.quarantined_by_rule.items()) or "none"
+    failed = ", ".join(f"{k} ({v})" for k, v in load.quality_failed.items()) or "none"
+    marks = ", ".join(f"{k} {v}" for k, v in load.quality.items())
+    window = (f"{load.window_start:%Y-%m-%d %H:%M} to {load.window_end:%Y-%m-%d %H:%M}"
+              if load.window_start else "-")
+    return [
+        ("window (UTC)", window),
+        ("batches", f"{len(load.batch_ids)} ({marks})"),
+        ("rows received / loaded", f"{load.rows_received:,} / {load.rows_loaded:,}"),
+        ("duplicates skipped", f"{load.rows_duplicate:,}"),
+        ("quarantined", f"{load.rows_quarantined:,} ({rules})"),
+        ("failed expectations (raw batches)", failed),
+        ("gap left for the next run (h)", load.remaining_gap_hours),
+    ]
+
+
+def _run_rows(summary: RunSummary) -> list[tuple[str, object]]:
+    rows = _load_rows(summary.load)
+    rows.append(("dbt", f"{summary.dbt_models} models, {summary.dbt_tests} tests"))
+    for suite, brief in summary.quality.items():
+        failed = ", ".join(f"{k} ({v})" for k, v in brief.failed.items()) or "none failed"
+        rows.append((f"quality: {suite}", f"{brief.status}, {brief.targets} targets, {failed}"))
+    scored = summary.score
+    if scored is not None:
+        rows.append(("scoring", scored.skipped or (
+            f"{scored.points:,} points, {scored.anomalies:,} anomalous; alerts fired "
+            f"{scored.alerts_fired}, resolved {scored.alerts_resolved}, "
+            f"open {scored.open_alerts}")))
+    rows.append(("seconds", ", ".join(f"{k} {v}" for k, v in summary.seconds.items())))
+    return rows
 
 
 def _now() -> datetime:
@@ -182,6 +215,7 @@ def micro_batch(
         summary.dbt_models, summary.dbt_tests, load.quality, checks["kpi"].status,
         scored.anomalies, scored.alerts_fired, scored.open_alerts, seconds,
     )
+    artifacts.publish("micro-batch", "Micro-batch", _run_rows(summary))
     return summary
 
 
@@ -203,4 +237,6 @@ def backfill(
     t = time.perf_counter()
     checks = {"kpi": QualityBrief.of(tasks.validate_kpis(rebuilt, tasks.flow_run_id()))}
     seconds["validate_kpis"] = round(time.perf_counter() - t, 2)
-    return RunSummary(load=load, **_dbt_counts(run), quality=checks, seconds=seconds)
+    summary = RunSummary(load=load, **_dbt_counts(run), quality=checks, seconds=seconds)
+    artifacts.publish("backfill", "Backfill", _run_rows(summary))
+    return summary

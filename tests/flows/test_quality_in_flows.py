@@ -39,6 +39,16 @@ def test_a_micro_batch_of_bad_data_finishes_marks_its_batches_and_raises_data_al
     ).fetchone()[0]
     assert failed_rows >= 3 * 3  # three batches, at least three error expectations each
 
+    # The run published its summary to Prefect, with the failed expectations in it.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as client:
+        published = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["micro-batch"])))
+    assert published and "value_not_null" in published[-1].data
+    assert "quarantined" in published[-1].data
+
     # A rerun of the same window changes nothing: same results, same alerts.
     before = conn.execute("SELECT suite, target, expectation, success, unexpected_count"
                           " FROM telemetry.quality_results ORDER BY 1, 2, 3").fetchall()
