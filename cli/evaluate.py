@@ -82,6 +82,9 @@ def evaluate(
         help="An alert matches a label up to this long before its start / after its end.")] = 5,
     csv: Annotated[Path | None, typer.Option(
         help="Also write the result rows (telemetry.evaluations columns) to this CSV.")] = None,
+    report: Annotated[bool, typer.Option(
+        help="Write the evaluation report (HTML, with example plots of missed events and false"
+             " alarms) to the reports directory.")] = True,
 ) -> pd.DataFrame:
     """Backtest the detector suite on a simulated, labeled fleet and print event-level scores.
 
@@ -106,7 +109,8 @@ def evaluate(
             bar.update(task, description=stage, completed=done, total=total)
 
         result = run_backtest(config, train_days=train_days, test_days=days,
-                              tolerance=timedelta(minutes=tolerance_minutes), progress=progress)
+                              tolerance=timedelta(minutes=tolerance_minutes), progress=progress,
+                              keep_alerts=report)
     meta = result.metadata
     title = (f"seed {seed}: {meta['devices']} devices, {days:g} test days after {train_days:g} "
              f"training days, {meta['labels']} labeled events, tolerance {tolerance_minutes:g} min")
@@ -132,6 +136,13 @@ def evaluate(
     console.print("results stored in: " + (", ".join(where) if where else
                                            "nowhere (pass --csv, or run `telemetry evaluate`, "
                                            "which stores them in telemetry.evaluations)"))
+    if report:
+        from core.settings import get_settings
+        from reports.evaluation_report import write_evaluation_report
+
+        path = write_evaluation_report(get_settings().reports_dir, result, config)
+        console.print(f"report: {path} (all reports: {path.parent / 'index.html'})",
+                      soft_wrap=True)
     return result.table
 
 

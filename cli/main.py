@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli.env import apply_defaults
 from cli.evaluate import evaluate, set_store
+from cli.report import report_app
 from cli.score_csv import score_csv
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app.add_typer(db_app, name="db")
 alerts_app = typer.Typer(help="Alerts: list, acknowledge, resolve.", no_args_is_help=False,
                          invoke_without_command=True)
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(report_app, name="report")
 console = Console()
 
 def _store_evaluation(rows) -> str:
@@ -41,7 +43,8 @@ set_store(_store_evaluation)
 app.command("evaluate")(evaluate)
 app.command("score-csv")(score_csv)
 
-FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score")
+FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score",
+         "drift-report", "report")
 
 
 @app.callback()
@@ -135,6 +138,14 @@ def run_flow(
         return
     elif name == "score":
         summary = detection.score(detection.ScoreParams(**values))
+    elif name == "drift-report":
+        from flows.drift import DriftParams, drift_report
+
+        summary = drift_report(DriftParams(**values))
+    elif name == "report":
+        from flows.reports import ReportParams, report
+
+        summary = report(ReportParams(**values))
     else:
         raise typer.BadParameter(f"unknown flow {name!r}; choose from {', '.join(FLOWS)}")
     if as_json:
@@ -173,6 +184,23 @@ def _print_summary(summary, name: str, seconds: float) -> None:
                           f"{scored.anomalies:,} anomalies"
                           + (f" ({sev})" if sev else "") + f"; alerts {scored.alerts_fired} "
                           f"fired, {scored.alerts_resolved} resolved, {scored.open_alerts} open")
+    if load is not None and load.quality:
+        failed = ", ".join(f"{k} ({v})" for k, v in load.quality_failed.items())
+        console.print("quality of raw batches: " + ", ".join(
+            f"{k} {v}" for k, v in load.quality.items()) + (f"; failed: {failed}" if failed
+                                                            else "") + " (telemetry quality)")
+    for suite, brief in (getattr(summary, "quality", None) or {}).items():
+        failed = ", ".join(f"{k} ({v})" for k, v in brief.failed.items())
+        console.print(f"quality of {suite}: {brief.status} over {brief.targets} hours"
+                      + (f"; failed: {failed}" if failed else ""))
+    if hasattr(summary, "drifted"):
+        for site, metrics in summary.drifted.items():
+            console.print(f"drift ({site}): " + (", ".join(metrics) or "none"))
+        for site, why in summary.skipped.items():
+            console.print(f"[yellow]drift ({site}) skipped[/]: {why}")
+    index = getattr(summary, "index", None)
+    if index is not None:
+        console.print(f"reports: {index}", soft_wrap=True)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in getattr(summary, "seconds", {}).items())
     console.print(f"[green]{name} finished[/] in {seconds:.1f}s"
                   + (f" ({stages})" if stages else "") + "; next: [bold]telemetry status[/]"
@@ -260,8 +288,18 @@ def demo(
                                               end=load.window_end - detection.LATE_REACH))
         stages["train"] = time.perf_counter() - t
         t = time.perf_counter()
-        scored = pipeline.micro_batch().score
+        caught_up = pipeline.micro_batch()
+        scored = caught_up.score
         stages["catch up to now (micro-batch)"] = time.perf_counter() - t
+    from flows.drift import DriftParams, drift_report
+    from flows.reports import report
+
+    t = time.perf_counter()
+    drift = drift_report(DriftParams())
+    stages["drift"] = time.perf_counter() - t
+    t = time.perf_counter()
+    reports = report()
+    stages["reports"] = time.perf_counter() - t
     with db.connect() as conn:
         kpis = store.kpi_counts(conn, get_settings().dbt_schema)
         counts = store.table_counts(conn)
@@ -280,6 +318,16 @@ def demo(
               f"{counts['data_faults']:,}")
     t.add_row("KPI rows", ", ".join(f"{k}: {v:,}" for k, v in kpis.items()))
     t.add_row("dbt", f"{summary.dbt_models} models, {summary.dbt_tests} tests passed")
+    t.add_row("data quality (raw batches)", ", ".join(
+        f"{k} {v}" for k, v in load.quality.items()) + (" - failed: " + ", ".join(
+            f"{k} ({v})" for k, v in load.quality_failed.items()) if load.quality_failed else ""))
+    settings = get_settings()
+    week = settings.drift_reference_days + settings.drift_current_days
+    t.add_row("drift", "; ".join(f"{site}: {', '.join(m) or 'none drifted'}"
+                                 for site, m in drift.drifted.items())
+              or (f"not judged: it needs {week:g} days loaded (telemetry backfill --days "
+                  f"{week + 1:g}, then telemetry run drift-report)" if days < week
+                  else "not judged: " + "; ".join(drift.skipped.values())[:200]))
     if scored is not None and not scored.skipped:
         t.add_row("scored by the catch-up", f"{scored.points:,} points, {scored.anomalies:,} "
                   "anomalous (" + ", ".join(f"{k} {v:,}" for k, v in scored.by_severity.items())
@@ -290,6 +338,7 @@ def demo(
     secs = {**{k: round(v, 2) for k, v in stages.items()}, **summary.seconds}
     t.add_row("seconds", ", ".join(f"{k} {v:.1f}" for k, v in secs.items()))
     console.print(t)
+    console.print(f"[bold]reports:[/] {reports.index}", soft_wrap=True)
     console.print(
         "next: [bold]telemetry alerts[/] (open alerts) · [bold]telemetry status[/] "
         "(watermarks, batches, quarantine, models) · [bold]telemetry run micro-batch[/] "

@@ -28,6 +28,12 @@ def registry(conn: psycopg.Connection) -> tuple[pd.DataFrame, list[MetricSpec]]:
     return devices, metrics
 
 
+def _observed(value: Any, message: str | None) -> str | None:
+    """What GX observed (a table row count, say) and any error message; NULL when neither."""
+    found = {k: v for k, v in (("value", value), ("message", message)) if v is not None}
+    return json.dumps(found) if found else None
+
+
 def save_results(conn: psycopg.Connection, result: SuiteResult, target: str,
                  batch_id: int | None, window_start: datetime | None,
                  window_end: datetime | None, run_id: str) -> None:
@@ -37,7 +43,7 @@ def save_results(conn: psycopg.Connection, result: SuiteResult, target: str,
     rows = [(result.suite, target, batch_id, window_start, window_end, o.expectation,
              o.expectation_type, o.column, o.severity, o.success, o.element_count,
              o.unexpected_count, o.unexpected_percent, json.dumps(o.sample),
-             json.dumps({"value": o.observed, "message": o.message}), json.dumps(o.kwargs),
+             _observed(o.observed, o.message), json.dumps(o.kwargs),
              run_id, result.seconds) for o in result.outcomes]
     with conn.cursor() as cur:
         cur.executemany(

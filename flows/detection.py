@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 from pydantic import BaseModel, Field, model_validator
 
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
-from flows import progress, tasks
+from flows import artifacts, drift, progress, tasks
 
 LATE_REACH = timedelta(hours=2)  # windows this far back are re-scored (late data)
 MAX_CATCH_UP = timedelta(days=2)  # one run scores at most this much
@@ -20,6 +20,10 @@ class TrainParams(BaseModel):
         None, description="default: the loaded data's watermark minus the late-data reach "
         "(train on settled data only)")
     reason: str = Field("scheduled", max_length=200)
+    rebaseline: bool = Field(
+        True, description="when a metric drifted in each of the last "
+        "TELEMETRY_DRIFT_PERSIST_RUNS drift runs, learn from the drifted period only (its new "
+        "normal)")
 
 
 class ScoreParams(BaseModel):
@@ -61,10 +65,22 @@ def train(params: TrainParams = TrainParams()) -> dict[str, int]:
             raise ValueError("nothing loaded yet: run a backfill first (telemetry backfill)")
         end = loaded_to - LATE_REACH  # rows stamped later may still arrive
     end = floor_time(end, timedelta(hours=1))
-    summary = tasks.train_models(end - timedelta(days=params.days), end, params.reason)
-    get_run_logger().info("trained %s on %d rows (%d excluded as anomalies)",
-                          summary.versions, summary.rows, summary.excluded)
+    start, reason = end - timedelta(days=params.days), params.reason
+    if params.rebaseline:
+        start, reason = _rebaseline(start, end, reason)
+    summary = tasks.train_models(start, end, reason)
+    get_run_logger().info("trained %s on %d rows (%d excluded as anomalies) from %s to %s",
+                          summary.versions, summary.rows, summary.excluded, start, end)
     return summary.versions
+
+
+def _rebaseline(start: datetime, end: datetime, reason: str) -> tuple[datetime, str]:
+    """Persistent drift moves the training window's start to where the drift began."""
+    change = drift.rebaseline(drift.persistent_drift(end), start, end)
+    if change is None:
+        return start, reason
+    get_run_logger().info("%s: training from %s instead of %s", change[1], change[0], start)
+    return change
 
 
 def score_range(window: Window, chunk: timedelta, shards: int) -> ScoreRunSummary:
@@ -131,11 +147,16 @@ class EvaluateParams(BaseModel):
 def evaluate(params: EvaluateParams = EvaluateParams()) -> dict[str, float]:
     """Backtest the detector suite on a simulated labeled fleet; store per-detector and
     per-anomaly-type scores in telemetry.evaluations; return the fused overall figures."""
-    table = tasks.run_backtest(params.model_dump())
+    table, report = tasks.run_backtest(params.model_dump())
     fused = table[(table["detector"] == "fused") & (table["anomaly_type"] == "all")].iloc[0]
     get_run_logger().info("evaluation %s: fused F1 %.3f, recall %.3f, precision %.3f, "
                           "%.3f false alarms per device-day", fused["run_id"], fused["f1"],
                           fused["recall"], fused["precision"],
                           fused["false_alarms_per_device_day"])
+    artifacts.publish("evaluate", "Evaluation (backtest)", [
+        ("run", fused["run_id"]), ("fused F1", f"{fused['f1']:.3f}"),
+        ("recall / precision", f"{fused['recall']:.3f} / {fused['precision']:.3f}"),
+        ("false alarms per device-day", f"{fused['false_alarms_per_device_day']:.3f}")],
+        {"evaluation": report})
     return {k: float(fused[k]) for k in ("f1", "recall", "precision",
                                          "false_alarms_per_device_day")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from prefect import flow, get_run_logger
 from pydantic import BaseModel
@@ -36,6 +37,7 @@ class LoadSummary(BaseModel):
     remaining_gap_hours: float = 0.0
     quality: dict[str, int] = {}  # raw batches per status: passed / warning / error
     quality_failed: dict[str, int] = {}  # failed expectation -> batches
+    quality_alerts_changed: int = 0  # data alerts raised or resolved by the raw-batch checks
 
 
 class QualityBrief(BaseModel):
@@ -145,6 +147,7 @@ def _simulate_and_load(fleet: FleetParams, window: Window, chunk: timedelta,
         checked = tasks.validate_raw_batch(batch.readings, piece, result.batch_id, run_id)
         check_s += time.perf_counter() - t
         statuses[checked.status] += 1
+        summary.quality_alerts_changed += checked.alerts_raised + checked.alerts_resolved
         failed.update(checked.failed)
         progress.report(i, len(pieces), f"{piece}: {result.rows_loaded:,} loaded")
     summary.quarantined_by_rule = dict(by_rule.most_common())
@@ -206,6 +209,14 @@ def micro_batch(
         checks["scores"] = QualityBrief.of(tasks.validate_scores(
             Window(scored.window_start, scored.window_end), run_id))
         seconds["validate_scores"] = round(time.perf_counter() - t, 2)
+    reports: dict[str, Path] = {}
+    changed = (scored.alerts_fired + scored.alerts_resolved + scored.data_alerts_opened
+               + load.quality_alerts_changed
+               + sum(b.alerts_raised + b.alerts_resolved for b in checks.values()))
+    if changed and scored.window_end:  # the alert report is rewritten when alerts changed
+        t = time.perf_counter()
+        reports["alerts"] = tasks.write_alert_report(scored.window_end, run_id)
+        seconds["report"] = round(time.perf_counter() - t, 2)
     summary = RunSummary(load=load, score=scored, **_dbt_counts(run), quality=checks,
                          seconds=seconds)
     get_run_logger().info(
@@ -215,7 +226,7 @@ def micro_batch(
         summary.dbt_models, summary.dbt_tests, load.quality, checks["kpi"].status,
         scored.anomalies, scored.alerts_fired, scored.open_alerts, seconds,
     )
-    artifacts.publish("micro-batch", "Micro-batch", _run_rows(summary))
+    artifacts.publish("micro-batch", "Micro-batch", _run_rows(summary), reports)
     return summary
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 from prefect import task
@@ -10,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core import dbt_runner, ingest, loader, quality, scoring
 from core.ingest import Window
+from core.settings import get_settings
 from simulator import FleetConfig, SimulatedBatch, simulate
 
 # Inputs are large frames: hashing them for Prefect's default cache key would cost more than
@@ -96,19 +98,29 @@ def trained_until() -> datetime | None:
 
 
 @task(name="backtest", cache_policy=NO_CACHE)
-def run_backtest(params: dict) -> pd.DataFrame:
-    """Simulate, fit, score and evaluate (pure), then store the rows."""
+def run_backtest(params: dict) -> tuple[pd.DataFrame, Path]:
+    """Simulate, fit, score and evaluate (pure), store the rows, write the evaluation report."""
     from core import backtest, db, detection_store
+    from reports.evaluation_report import write_evaluation_report
     from simulator import FleetConfig
 
     config = FleetConfig(seed=params["seed"], sites=params["sites"],
                          zones_per_site=params["zones_per_site"],
                          devices_per_zone=params["devices_per_zone"])
     result = backtest.run_backtest(config, train_days=params["train_days"],
-                                   test_days=params["days"])
+                                   test_days=params["days"], keep_alerts=True)
     with db.transaction() as conn:
         detection_store.save_evaluation(conn, result.table)
-    return result.table
+    path = write_evaluation_report(get_settings().reports_dir, result, config, flow_run_id())
+    return result.table, path
+
+
+@task(name="alert-report", task_run_name="alert report up to {end:%Y-%m-%d %H:%M}",
+      cache_policy=NO_CACHE)
+def write_alert_report(end: datetime, run_id: str) -> Path:
+    from reports.alert_report import write_alert_report as write
+
+    return write(get_settings().reports_dir, end=end, run_id=run_id)
 
 
 @task(name="mark-scored", **IO_RETRIES)

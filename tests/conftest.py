@@ -63,14 +63,16 @@ def db(
     pg_admin_url: str,
     template_db: str,
     worker_dbt_target: Path,
+    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[str]:
-    """A fresh, migrated database of its own; returns its libpq URL."""
+    """A fresh, migrated database of its own (and a reports directory); returns its URL."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     _admin(pg_admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     url = core_db.with_dbname(pg_admin_url, name)
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.setenv("TELEMETRY_DBT_TARGET_DIR", str(worker_dbt_target))
+    monkeypatch.setenv("TELEMETRY_REPORTS_DIR", str(tmp_path / "reports-out"))
     core_db.reset_caches()
     try:
         yield url

@@ -42,6 +42,9 @@ def test_demo_runs_end_to_end_and_says_where_to_look_next(db, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "rows received / loaded" in result.output and "fct_kpi_5m" in result.output
     assert "telemetry status" in result.output
+    index = get_settings().reports_dir / "index.html"
+    assert "reports:" in result.output and index.is_file()
+    assert "drift" in result.output and "not judged" in result.output  # 0.05 days: no week
     again = runner.invoke(app, ["backfill", "--days", "0.05"])
     assert again.exit_code == 0, again.output
     assert " 0 loaded" in again.output and "duplicate" in again.output
