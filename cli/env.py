@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from core.settings import get_settings
@@ -16,5 +15,3 @@ def apply_defaults(verbose: bool = False) -> None:
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        # GX announces each ephemeral context's temporary docs directory at INFO.
-        logging.getLogger("great_expectations").setLevel(logging.WARNING)

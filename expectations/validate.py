@@ -7,6 +7,7 @@ outcome carrying GX's message.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import great_expectations as gx
+import great_expectations.data_context.types.base as gx_base
 import numpy as np
 import pandas as pd
 from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -58,6 +60,9 @@ class SuiteResult:
 
 @lru_cache(maxsize=1)
 def _batch_definition() -> Any:
+    # GX pins this module's logger to INFO, then announces the ephemeral context's temporary
+    # docs directory on it: noise in every flow log.
+    gx_base.logger.setLevel(logging.WARNING)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("frames").add_dataframe_asset("frame")
