@@ -191,7 +191,7 @@ def _print_summary(summary, name: str, seconds: float) -> None:
                                                             else "") + " (telemetry quality)")
     for suite, brief in (getattr(summary, "quality", None) or {}).items():
         failed = ", ".join(f"{k} ({v})" for k, v in brief.failed.items())
-        console.print(f"quality of {suite}: {brief.status} over {brief.targets} hours"
+        console.print(f"quality of {suite}: {brief.status} over {brief.targets} 6-hour buckets"
                       + (f"; failed: {failed}" if failed else ""))
     if hasattr(summary, "drifted"):
         for site, metrics in summary.drifted.items():
