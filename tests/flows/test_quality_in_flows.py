@@ -42,12 +42,13 @@ def test_a_micro_batch_of_bad_data_finishes_marks_its_batches_and_raises_data_al
     # The run published its summary to Prefect, with the failed expectations in it.
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        published = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["micro-batch"])))
-    assert published and "value_not_null" in published[-1].data
-    assert "quarantined" in published[-1].data
+    with get_client(sync_client=True) as client:  # this process's server: newest is ours
+        [published, *_] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["micro-batch"])),
+            sort=ArtifactSort.CREATED_DESC)
+    assert "value_not_null" in published.data and "quarantined" in published.data
 
     # A rerun of the same window changes nothing: same results, same alerts.
     before = conn.execute("SELECT suite, target, expectation, success, unexpected_count"

@@ -33,8 +33,10 @@ def test_report_flow_writes_every_report_and_the_index(conn, tmp_path, monkeypat
 
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
 
-    with get_client(sync_client=True) as client:
-        [*_, published] = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["reports"])))
+    with get_client(sync_client=True) as client:  # this process's server: newest is ours
+        [published, *_] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["reports"])),
+            sort=ArtifactSort.CREATED_DESC)
     assert "index.html" in published.data and "quality.html" in published.data
