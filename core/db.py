@@ -6,6 +6,7 @@ last process using it exits (its data stays, so the next command reuses it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -47,7 +48,10 @@ def _start_embedded(pg_dir: Path) -> str:
                 "SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)
             ).fetchone()
             if not exists:
-                conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+                # Another process (a test worker) may create it a moment earlier.
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase,
+                                         psycopg.errors.UniqueViolation):
+                    conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
     return server.get_uri(EMBEDDED_DATABASE)
 
 
