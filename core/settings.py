@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +71,18 @@ class Settings(BaseSettings):
         default=3, ge=1, le=30,
         description="Consecutive drifted runs of a metric after which training re-baselines.",
     )
+    # REST API.
+    api_token: SecretStr | None = Field(
+        default=None, description="Bearer token for write endpoints; unset = writes refused.")
+    api_host: str = Field(default="127.0.0.1")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_pool_size: int = Field(default=8, ge=1, le=100, description="Pooled DB connections.")
+    api_page_max: int = Field(default=1000, ge=1, le=100_000, description="Largest page size.")
+    api_max_body_bytes: int = Field(default=8_000_000, ge=1024, description="Request size cap.")
+    api_max_batch: int = Field(default=10_000, ge=1, description="Readings per POST, at most.")
+    api_cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
+    prefect_ui_url: str = Field(default="http://127.0.0.1:4200", description="Linked from /.")
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )

@@ -1,0 +1,22 @@
+"""Operations endpoints."""
+
+from __future__ import annotations
+
+
+def test_health_ready_and_metrics(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    ready = client.get("/ready").json()
+    assert ready["status"] == "ready" and ready["revision"] == ready["head"]
+    exposition = client.get("/metrics")
+    assert exposition.status_code == 200
+    assert exposition.headers["content-type"].startswith("text/plain")
+    for name in ("readings_ingested_total", "anomalies_detected_total", "alerts_open",
+                 "http_request_duration_seconds_bucket", "batch_processing_seconds",
+                 "active_devices"):
+        assert name in exposition.text
+
+
+def test_ready_says_when_migrations_are_pending(client, conn):
+    conn.execute("UPDATE public.alembic_version SET version_num = '0002'")
+    response = client.get("/ready")
+    assert response.status_code == 503 and "telemetry db upgrade" in response.json()["status"]
