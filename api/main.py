@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 
 import psycopg
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from starlette.responses import Response
@@ -77,6 +79,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def database_unavailable(request: Request, exc: Exception) -> FastJSONResponse:
         return FastJSONResponse({"detail": "database unavailable, try again shortly"},
                                 status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> FastJSONResponse:
+        # orjson writes NaN/inf in echoed input as null; Starlette's JSON refuses them (a 500).
+        return FastJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     _include_routes(app)
     return app

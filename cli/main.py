@@ -18,6 +18,7 @@ from cli.env import apply_defaults
 from cli.evaluate import evaluate, set_store
 from cli.report import report_app
 from cli.score_csv import score_csv
+from cli.stream import simulate
 
 app = typer.Typer(
     help="Device-telemetry pipeline: simulate a fleet, load it into PostgreSQL, build KPIs.",
@@ -42,6 +43,7 @@ def _store_evaluation(rows) -> str:
 set_store(_store_evaluation)
 app.command("evaluate")(evaluate)
 app.command("score-csv")(score_csv)
+app.command("simulate")(simulate)
 
 FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score",
          "drift-report", "report")
@@ -346,6 +348,28 @@ def demo(
         "[bold]psql \"$(telemetry db url)\"[/] then "
         "SELECT * FROM analytics.fct_kpi_15m LIMIT 10;"
     )
+
+
+@app.command("api")
+def serve_api(
+    host: Annotated[str | None, typer.Option(help="default TELEMETRY_API_HOST (127.0.0.1)")
+                    ] = None,
+    port: Annotated[int | None, typer.Option(help="default TELEMETRY_API_PORT (8000)")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="uvicorn worker processes")] = 1,
+) -> None:
+    """Serve the REST API and the dashboard (uvicorn). Writes need TELEMETRY_API_TOKEN."""
+    import uvicorn
+
+    from core.settings import get_settings
+
+    settings = get_settings()
+    host, port = host or settings.api_host, port or settings.api_port
+    console.print(f"dashboard http://{host}:{port}/ · API docs http://{host}:{port}/docs · "
+                  f"metrics http://{host}:{port}/metrics" + (
+                      "" if settings.api_token else
+                      " · [yellow]writes disabled: set TELEMETRY_API_TOKEN[/]"), soft_wrap=True)
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
 
 
 @app.command("quality")

@@ -19,7 +19,9 @@ class AlertClosedError(ValueError):
     pass
 
 
-def _load(conn: Any, alert_id: int) -> tuple[dict[str, Any], alert_machine.AlertState]:
+def _load(conn: Any, alert_id: int) -> tuple[dict[str, Any], alert_machine.AlertState | None]:
+    """The open alert and its machine state; None for alerts the machine does not track
+    (missing-data gaps and fleet-level quality alerts), which are updated directly."""
     alert = detection_store.alert_for_update(conn, alert_id)
     if alert is None:
         raise AlertNotFoundError(f"no alert with id {alert_id}")
@@ -28,7 +30,7 @@ def _load(conn: Any, alert_id: int) -> tuple[dict[str, Any], alert_machine.Alert
     stored = detection_store.alert_state(conn, (alert["kind"], alert["device_id"],
                                                 alert["metric"]))
     state = alert_machine.AlertState.from_dict(stored) if stored else None
-    if state is None or not state.is_open:
+    if state is not None and not state.is_open:
         raise AlertClosedError(f"alert {alert_id} has no open episode")
     return alert, state
 
@@ -38,6 +40,9 @@ def acknowledge_alert(alert_id: int, by: str, note: str | None = None) -> dict[s
     now = datetime.now(UTC)
     with db.transaction() as conn:
         alert, state = _load(conn, alert_id)
+        if state is None:
+            detection_store.acknowledge_row(conn, alert_id, by, note, now)
+            return {"alert_id": alert_id, "acknowledged_by": by, "acknowledged_at": now}
         state, change = alert_machine.acknowledge(state, by, note, pd.Timestamp(now))
         key = (alert["kind"], alert["device_id"], alert["metric"])
         detection_store.apply_transition(conn, key, alert_id, change)
@@ -53,6 +58,9 @@ def resolve_alert(alert_id: int, by: str, note: str | None = None,
     now = datetime.now(UTC)
     with db.transaction() as conn:
         alert, state = _load(conn, alert_id)
+        if state is None:
+            detection_store.resolve_row(conn, alert_id, by, note, now)
+            return {"alert_id": alert_id, "resolved_by": by, "resolved_at": now}
         state, change = alert_machine.resolve_manually(state, by, note, pd.Timestamp(now),
                                                        policy or ALERT_POLICY)
         key = (alert["kind"], alert["device_id"], alert["metric"])

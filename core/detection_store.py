@@ -276,6 +276,22 @@ def trained_until(conn: psycopg.Connection) -> datetime | None:
     return conn.execute("SELECT max(train_end) FROM telemetry.models").fetchone()[0]
 
 
+def acknowledge_row(conn: psycopg.Connection, alert_id: int, by: str, note: str | None,
+                    when: datetime) -> None:
+    """Acknowledge an alert the machine does not track (gap and quality alerts)."""
+    conn.execute("UPDATE telemetry.alerts SET acknowledged_at = %s, acknowledged_by = %s,"
+                 " ack_note = %s, updated_at = now() WHERE alert_id = %s",
+                 (when, by, note, alert_id))
+
+
+def resolve_row(conn: psycopg.Connection, alert_id: int, by: str, note: str | None,
+                when: datetime) -> None:
+    """Resolve an alert the machine does not track (gap and quality alerts)."""
+    conn.execute("UPDATE telemetry.alerts SET state = 'resolved', resolved_at = %s,"
+                 " resolved_by = %s, resolve_note = %s, updated_at = now() WHERE alert_id = %s",
+                 (when, by, note, alert_id))
+
+
 def alert_for_update(conn: psycopg.Connection, alert_id: int) -> dict[str, Any] | None:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("SELECT * FROM telemetry.alerts WHERE alert_id = %s FOR UPDATE",

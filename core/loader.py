@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -193,8 +194,10 @@ def _quarantine_rejected(conn: psycopg.Connection, rejected: pd.DataFrame, batch
         value = None if pd.isna(row.value) else float(row.value)
         ts = None if pd.isna(row.ts) else row.ts.to_pydatetime()
         when = None if pd.isna(row.ts) else when
+        # jsonb has no infinity: keep it readable as text in the raw payload
+        raw_value = value if value is None or math.isfinite(value) else str(value)
         raw = {"device_id": int(row.device_id), "metric_id": int(row.metric_id),
-               "ts": when, "value": value}
+               "ts": when, "value": raw_value}
         rows.append((batch_id, row.rule, row.reason, raw["device_id"], raw["metric_id"], ts,
                      value, json.dumps(raw), _fingerprint(row.rule, raw)))
     with conn.cursor() as cur:

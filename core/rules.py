@@ -72,7 +72,9 @@ def check(readings: pd.DataFrame, registry: Registry, reference_time: pd.Timesta
     ts = frame["ts"]
     if not (isinstance(ts.dtype, pd.DatetimeTZDtype) and str(ts.dtype.tz) == "UTC"):
         ts = pd.to_datetime(ts, utc=True)
-        frame["ts"] = ts
+    # PostgreSQL keeps microseconds: keys differing below that are the same stored key.
+    ts = ts.dt.floor("us")
+    frame["ts"] = ts
 
     flag(np.isnan(value) | ts.isna().to_numpy(), NULL_VALUE)
     flag(~np.isin(metric_id, list(registry.metrics)), UNKNOWN_METRIC)

@@ -83,6 +83,35 @@ class Settings(BaseSettings):
     api_cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
     prefect_ui_url: str = Field(default="http://127.0.0.1:4200", description="Linked from /.")
+    api_max_reading_age_days: int = Field(
+        default=30, ge=1, le=3650,
+        description="POST /readings rejects readings older than this (each day of a batch's"
+        " time span gets a partition; an ancient timestamp would create thousands).")
+    detect_window: int = Field(
+        default=60, ge=2, le=10_000, description="POST /detect: trailing window (points).")
+    detect_k: float = Field(
+        default=3.0, gt=0, le=1000, description="POST /detect: anomaly at |z| >= k.")
+    detect_max_points: int = Field(
+        default=1000, ge=1, le=100_000, description="POST /detect: points per request, at most.")
+    anomaly_log_path: Path | None = Field(
+        default=None, description="JSON-lines log of online anomalies; unset ="
+        " data_dir/anomalies.jsonl.")
+    api_run_mode: str = Field(
+        default="auto", pattern="^(auto|prefect|in-process)$",
+        description="POST /runs: 'prefect' creates a run of the deployment <flow>/<flow>;"
+        " 'in-process' runs the flow in a background thread; 'auto' = prefect when"
+        " PREFECT_API_URL is configured.")
+    api_max_runs: int = Field(
+        default=2, ge=1, le=32, description="In-process flow runs at once (more get 429).")
+    sse_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Alert stream: seconds between polls.")
+    sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, le=300, description="Alert stream: idle seconds per heartbeat.")
+    stream_rate: float = Field(
+        default=5.0, gt=0, le=100_000, description="simulate --stream: readings per second.")
+    spool_dir: Path | None = Field(
+        default=None, description="simulate --stream: unacknowledged readings on disk; unset"
+        " = data_dir/spool.")
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
+import pytest
+
 
 def test_health_ready_and_metrics(client):
     assert client.get("/health").json() == {"status": "ok"}
@@ -20,3 +25,16 @@ def test_ready_says_when_migrations_are_pending(client, conn):
     conn.execute("UPDATE public.alembic_version SET version_num = '0002'")
     response = client.get("/ready")
     assert response.status_code == 503 and "telemetry db upgrade" in response.json()["status"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus)")
+def test_metrics_pass_promtool_check(client, tmp_path):
+    client.get("/api/v1/stats")  # some request series in the histogram
+    client.get("/api/v1/no-such-route")
+    exposition = tmp_path / "metrics.txt"
+    exposition.write_bytes(client.get("/metrics").content)
+    with exposition.open("rb") as stdin:
+        result = subprocess.run(["promtool", "check", "metrics"], stdin=stdin,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == ""  # no lint findings

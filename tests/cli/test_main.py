@@ -11,7 +11,8 @@ from core.settings import get_settings
 runner = CliRunner()
 COMMANDS = [[], ["db"], ["db", "upgrade"], ["db", "url"], ["backfill"], ["run"], ["status"],
             ["demo"], ["dbt"], ["alerts"], ["alerts", "ack"], ["alerts", "resolve"],
-            ["evaluate"], ["score-csv"]]
+            ["evaluate"], ["score-csv"], ["simulate"], ["api"], ["quality"], ["report"],
+            ["report", "all"], ["report", "alerts"], ["report", "evaluation"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")

@@ -217,3 +217,23 @@ def test_mixed_batch_new_late_duplicate_and_conflicting_rows(registered):
     assert result.quarantined_by_rule == {rules.CONFLICTING_DUPLICATE: 1}
     assert result.rows_received == result.rows_loaded + result.rows_duplicate + 1
     assert registered.execute("SELECT count(*) FROM telemetry.readings").fetchone()[0] == 721
+
+
+def test_infinite_values_are_quarantined_with_a_readable_payload(conn):
+    import numpy as np
+    import pandas as pd
+
+    from core import loader, store
+    from simulator import FleetConfig, build_fleet
+
+    store.upsert_devices(conn, build_fleet(FleetConfig(sites=1, zones_per_site=1,
+                                                       devices_per_zone=1)))
+    ts = pd.Timestamp("2026-11-20T10:00:00Z")
+    frame = pd.DataFrame({"device_id": [1, 1, 1], "metric_id": [1, 2, 2],
+                          "ts": [ts, ts, ts + pd.Timedelta(nanoseconds=500)],
+                          "value": [np.inf, 21.0, 21.0]})
+    result = loader.load_readings(frame, source="api", stream="api", reference_time=ts)
+    # +inf is impossible; two keys differing below a microsecond are one stored key
+    assert (result.rows_loaded, result.rows_duplicate, result.rows_quarantined) == (1, 1, 1)
+    raw = conn.execute("SELECT rule, raw->>'value' FROM telemetry.quarantine").fetchone()
+    assert raw == ("impossible_value", "inf")

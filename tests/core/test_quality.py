@@ -95,3 +95,17 @@ def test_training_does_not_learn_from_rows_of_a_batch_that_failed(conn):
     assert bad_rows > 0
     trained = scoring.train_models(day, END, force=True)
     assert trained.excluded - clean_run.excluded >= bad_rows
+
+
+def test_people_can_acknowledge_and_resolve_a_fleet_quality_alert(conn):
+    from core import alerting
+
+    ingest.register_fleet(CLEAN)
+    load_and_check(NULLS, END - timedelta(minutes=10), END)
+    [(alert_id, *_)] = quality_alerts(conn)
+    alerting.acknowledge_alert(alert_id, "ops", "looking at the gateway")
+    alerting.resolve_alert(alert_id, "ops", "gateway firmware rolled back")
+    row = conn.execute("SELECT state, acknowledged_by, ack_note, resolved_by, resolve_note"
+                       " FROM telemetry.alerts WHERE alert_id = %s", (alert_id,)).fetchone()
+    assert row == ("resolved", "ops", "looking at the gateway", "ops",
+                   "gateway firmware rolled back")

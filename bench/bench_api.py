@@ -1,0 +1,172 @@
+"""API benchmark: requests/s and latency of the REST API on one uvicorn worker, against a
+trivial endpoint of the same server (/health, no database) measured in the same run.
+
+    python -m bench.bench_api [--seconds 10] [--connections 32] [--ingest-batches 200]
+
+Starts the API on a free 127.0.0.1 port over a scratch database (simulated fleet, dbt marts,
+alerts), loads it with wrk (Debian's package) for the GET endpoints and with a bounded
+threaded client for POST /api/v1/readings (1,000-row batches, every batch new), prints a table
+and writes bench/out/api.json. Loopback only; bounded in requests and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pandas as pd
+
+from bench.scratch import scratch_database
+from core import db, dbt_runner, ingest
+from simulator import FleetConfig, simulate
+
+OUT = Path(__file__).parent / "out"
+TOKEN = "bench-token"
+END = datetime(2026, 11, 20, tzinfo=UTC)
+FLEET = FleetConfig(seed=3)  # the default fleet: 45 devices
+GETS = {
+    "trivial /health (reference)": "/health",
+    "/api/v1/kpis 100 rows": "/api/v1/kpis?grain=5m&limit=100",
+    "/api/v1/alerts 100 rows": "/api/v1/alerts?limit=100",
+}
+LATENCY = re.compile(r"^\s+(50|90|99)\.000%\s+([\d.]+)(us|ms|s)\s*$", re.M)
+UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fill(hours: float) -> None:
+    """Readings, marts and enough alerts for full 100-row pages."""
+    ingest.register_fleet(FLEET)
+    window = ingest.Window(END - timedelta(hours=hours), END)
+    for piece in ingest.chunks(window, timedelta(hours=1)):
+        ingest.load_simulated(simulate(FLEET, piece.start, piece.end), piece)
+    dbt_runner.run_dbt(["build"])
+    with db.transaction() as conn:
+        conn.execute(
+            "INSERT INTO telemetry.alerts (kind, device_id, metric, state, severity, opened_at,"
+            " fired_at, last_seen_at, peak_score, reason)"
+            " SELECT 'device', d.device_id, m, 'resolved', 'medium', t, t, t, 2.0, 'bench'"
+            " FROM telemetry.devices d, unnest(ARRAY['co2', 'humidity']) m,"
+            " generate_series(%s::timestamptz, %s::timestamptz, interval '1 hour') t",
+            (END - timedelta(hours=hours), END))
+
+
+def start_server(url: str, port: int) -> subprocess.Popen:
+    env = {**os.environ, "DATABASE_URL": url, "TELEMETRY_API_TOKEN": TOKEN}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host",
+         "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
+         "--no-access-log"], env=env, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise RuntimeError("the API did not become ready within 60 s")
+
+
+def wrk(url: str, seconds: int, connections: int) -> dict:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url],
+        capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    lat = {f"p{q}": round(float(v) * UNIT_MS[u], 2) for q, v, u in LATENCY.findall(out)}
+    return {"rps": round(rps), **lat, "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def ingest_batches(base: str, batches: int, workers: int) -> dict:
+    """`batches` POSTs of 1,000 readings each, all new (successive 10-s ticks), `workers` at a
+    time; readings/s over the wall time."""
+    devices = list(range(1, 26))
+    bodies = []
+    for b in range(batches):
+        ts0 = END + timedelta(hours=1) + timedelta(seconds=100 * b)
+        rows = [{"device_id": d, "metric": metric, "ts": (ts0 + timedelta(seconds=10 * k))
+                 .isoformat(), "value": 400.0 + k + d}
+                for k in range(10) for d in devices for metric in ("co2", "temperature",
+                                                                   "humidity", "occupancy")]
+        bodies.append(orjson.dumps({"readings": rows}))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+
+    def post(body: bytes) -> int:
+        with httpx.Client(timeout=60) as client:
+            t = time.perf_counter()
+            r = client.post(f"{base}/api/v1/readings", content=body, headers=headers)
+            latencies.append(time.perf_counter() - t)
+            return r.status_code
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        codes = list(pool.map(post, bodies))
+    wall = time.perf_counter() - started
+    lat = pd.Series(latencies) * 1000
+    return {"batches": batches, "readings": batches * 1000, "seconds": round(wall, 2),
+            "readings_per_s": round(batches * 1000 / wall),
+            "p50": round(lat.quantile(0.5), 1), "p99": round(lat.quantile(0.99), 1),
+            "non_2xx": sum(c >= 300 for c in codes)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="wrk duration per endpoint")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--ingest-batches", type=int, default=200)
+    parser.add_argument("--ingest-workers", type=int, default=4)
+    parser.add_argument("--hours", type=float, default=3, help="simulated hours loaded")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+    with scratch_database("bench_api") as url:
+        fill(args.hours)
+        port = free_port()
+        server = start_server(url, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            results = {name: wrk(base + path, args.seconds, args.connections)
+                       for name, path in GETS.items()}
+            results["POST /api/v1/readings x1000"] = ingest_batches(
+                base, args.ingest_batches, args.ingest_workers)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    reference = results["trivial /health (reference)"]["rps"]
+    print(f"{'stage':34} {'rps':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}")
+    for name, r in results.items():
+        if "rps" in r:
+            print(f"{name:34} {r['rps']:>7} {r['rps'] / reference:>6.2f} {r.get('p50', 0):>7}"
+                  f" {r.get('p99', 0):>7} {r['non_2xx']:>7}")
+    ingest_result = results["POST /api/v1/readings x1000"]
+    print(f"{'POST /readings, 1,000-row batches':34} {ingest_result['readings_per_s']:>7} "
+          f"readings/s, p50 {ingest_result['p50']} ms, p99 {ingest_result['p99']} ms, "
+          f"non-2xx {ingest_result['non_2xx']}")
+    OUT.mkdir(exist_ok=True)
+    (OUT / "api.json").write_text(json.dumps(results, indent=1))
+    print(f"written to {OUT / 'api.json'}")
+
+
+if __name__ == "__main__":
+    main()
