@@ -33,9 +33,10 @@ test: setup ## Lint, then run the whole test suite (embedded PostgreSQL unless D
 test-external: setup ## Run the tests against the PostgreSQL at 127.0.0.1:5432
 	DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-bench: setup ## Benchmarks (never part of make test): loader vs raw COPY, detectors, scoring
+bench: setup ## Benchmarks (never part of make test): loader vs raw COPY, detectors, scoring, API (wrk)
 	$(BIN)/python -m bench.bench_loader
 	$(BIN)/python -m bench.bench_detectors
+	$(BIN)/python -m bench.bench_api
 
 lint: setup ## ruff check
 	$(BIN)/ruff check .

@@ -24,7 +24,9 @@ READING_COPY_COLUMNS = "(device_id, metric_id, ts, value, batch_id)"
 
 def pg_timestamps(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as PostgreSQL's binary timestamptz: microseconds since 2000-01-01."""
-    unix_us = pd.to_datetime(ts, utc=True).to_numpy(dtype="datetime64[us]").astype(np.int64)
+    # asi8: the int64 nanoseconds as stored. to_numpy(dtype=...) boxed every value into a
+    # Timestamp for some UTC tz objects (datetime.timezone.utc), 11% of an API ingest.
+    unix_us = pd.to_datetime(ts, utc=True).array.asi8 // 1000
     return unix_us - PG_EPOCH_US
 
 

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     api_max_batch: int = Field(default=10_000, ge=1, description="Readings per POST, at most.")
     api_cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty = CORS off.")
+    api_opentelemetry: bool = Field(
+        default=False, description="FastAPI's native OpenTelemetry spans/metrics/logs.")
     prefect_ui_url: str = Field(default="http://127.0.0.1:4200", description="Linked from /.")
     api_max_reading_age_days: int = Field(
         default=30, ge=1, le=3650,
