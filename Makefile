@@ -9,7 +9,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-external bench lint format clean
+.PHONY: help setup demo test test-external bench lint format clean serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ setup: $(STAMP) ## Create .venv with the pinned dependencies (constraints.txt)
 
 demo: setup ## Migrate, backfill one simulated day, build KPIs, print a summary
 	$(BIN)/telemetry demo
+
+serve: setup ## Prefect server + UI (:4200), deployments, a worker and the API (:8000) on loopback; Ctrl-C stops all
+	$(BIN)/telemetry serve
 
 test: setup ## Lint, then run the whole test suite (embedded PostgreSQL unless DATABASE_URL is set)
 	$(BIN)/ruff check .

@@ -18,6 +18,7 @@ from cli.env import apply_defaults
 from cli.evaluate import evaluate, set_store
 from cli.report import report_app
 from cli.score_csv import score_csv
+from cli.serve import serve
 from cli.stream import simulate
 
 app = typer.Typer(
@@ -44,9 +45,10 @@ set_store(_store_evaluation)
 app.command("evaluate")(evaluate)
 app.command("score-csv")(score_csv)
 app.command("simulate")(simulate)
+app.command("serve")(serve)
 
 FLOWS = ("micro-batch", "simulate-and-load", "build-kpis", "backfill", "train", "score",
-         "drift-report", "report")
+         "drift-report", "report", "hourly-rollup", "nightly", "retention")
 
 
 @app.callback()
@@ -148,6 +150,15 @@ def run_flow(
         from flows.reports import ReportParams, report
 
         summary = report(ReportParams(**values))
+    elif name in ("hourly-rollup", "nightly", "retention"):
+        from flows import maintenance
+
+        flow_fn, params_cls = {
+            "hourly-rollup": (maintenance.hourly_rollup, maintenance.RollupParams),
+            "nightly": (maintenance.nightly, maintenance.NightlyParams),
+            "retention": (maintenance.retention, maintenance.RetentionParams),
+        }[name]
+        summary = flow_fn(params_cls(**values))
     else:
         raise typer.BadParameter(f"unknown flow {name!r}; choose from {', '.join(FLOWS)}")
     if as_json:
@@ -160,6 +171,8 @@ def _print_summary(summary, name: str, seconds: float) -> None:
     """A short account of a flow run and where to look next."""
     from flows.pipeline import LoadSummary
 
+    if isinstance(getattr(summary, "skipped", None), str) and not hasattr(summary, "points"):
+        console.print(f"[yellow]{name} skipped[/]: {summary.skipped}")
     load = summary if isinstance(summary, LoadSummary) else getattr(summary, "load", None)
     if load is not None and load.window_start:
         rules = ", ".join(f"{k} {v:,}" for k, v in load.quarantined_by_rule.items())
@@ -209,10 +222,48 @@ def _print_summary(summary, name: str, seconds: float) -> None:
                   + (", [bold]telemetry alerts[/]" if scored is not None else ""))
 
 
+def _age(delta) -> str:
+    """A timedelta as h:mm:ss (days when long), without microseconds."""
+    return str(delta).split(".")[0] if delta is not None else "-"
+
+
+def _status_flow_runs(limit: int = 50) -> dict | str:
+    """The newest started flow run of each flow on the Prefect server (flow name -> run), or
+    why there is nothing to show. Only asks a configured server: an ephemeral one would start a
+    temporary server just to find it empty."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    if not url:
+        return ("not shown: PREFECT_API_URL is not set (runs of `telemetry run` go to a"
+                " temporary server)")
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    try:
+        with get_client(sync_client=True) as client:
+            runs = [r for r in client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC,
+                                                     limit=limit) if r.start_time]
+            ids = list({r.flow_id for r in runs})
+            names = {f.id: f.name for f in client.read_flows(
+                flow_filter=FlowFilter(id=FlowFilterId(any_=ids)))} if ids else {}
+    except Exception as exc:  # status must still show the database's side
+        return f"Prefect API at {url} unreachable: {type(exc).__name__}: {exc}"
+    latest: dict = {}
+    for run in runs:
+        latest.setdefault(names.get(run.flow_id, str(run.flow_id)), run)
+    return latest
+
+
 @app.command()
 def status() -> None:
-    """Watermarks and lag, the last batches, quarantine by rule, table and KPI row counts."""
-    from core import db, detection_store, store
+    """Watermarks and lag, the last flow runs, the micro-batch lock, the last batches,
+    quarantine by rule, table and KPI row counts, partitions, models and open alerts."""
+    from datetime import UTC
+
+    from core import db, detection_store, locks, retention, store
+    from core.ingest import SIMULATOR_STREAM
     from core.settings import get_settings
 
     with db.connect() as conn:
@@ -223,13 +274,34 @@ def status() -> None:
         rules = store.quarantine_by_rule(conn)
         counts = store.table_counts(conn)
         kpis = store.kpi_counts(conn, get_settings().dbt_schema)
-    t = Table(title="watermarks")
-    for col in ("stream", "high water (UTC)", "lag", "last batch"):
+        partitions = retention.partitions(conn)
+    lock_name = locks.micro_batch_lock_name(SIMULATOR_STREAM)
+    holder = locks.holder(lock_name)
+    now = datetime.now(UTC)
+    t = Table(title="watermarks", caption="lag: now - high water; moved: since it last advanced")
+    for col in ("stream", "high water (UTC)", "lag", "moved", "last batch"):
         t.add_column(col)
     for m in marks:
-        t.add_row(m["stream"], f"{m['high_water']:%Y-%m-%d %H:%M:%S}", str(m["lag"]).split(".")[0],
-                  str(m["batch_id"]))
+        t.add_row(m["stream"], f"{m['high_water']:%Y-%m-%d %H:%M:%S}", _age(m["lag"]),
+                  f"{_age(now - m['updated_at'])} ago", str(m["batch_id"]))
     console.print(t)
+    runs = _status_flow_runs()
+    if isinstance(runs, str):
+        console.print(f"last flow runs: {runs}")
+    else:
+        t = Table(title="last flow runs (Prefect)")
+        for col in ("flow", "run", "state", "started (UTC)", "ago", "took"):
+            t.add_column(col)
+        for flow_name, run in sorted(runs.items()):
+            state = run.state.name if run.state else "-"
+            colour = {"Completed": "green", "Failed": "red", "Crashed": "red"}.get(state)
+            t.add_row(flow_name, run.name, f"[{colour}]{state}[/]" if colour else state,
+                      f"{run.start_time:%Y-%m-%d %H:%M:%S}", _age(now - run.start_time),
+                      f"{run.estimated_run_time.total_seconds():.1f}s")
+        console.print(t if runs else "last flow runs: none yet")
+    console.print(f"micro-batch lock ({lock_name}): " + (
+        f"held by pid {holder['pid']} ({holder['application']}) since "
+        f"{holder['since']:%Y-%m-%d %H:%M:%S} UTC" if holder else "free"))
     t = Table(title="last batches")
     for col in ("id", "source", "window", "received", "loaded", "dup", "quar.", "status", "took"):
         t.add_column(col)
@@ -244,6 +316,9 @@ def status() -> None:
                   f"{b['took'].total_seconds():.2f}s")
     console.print(t)
     console.print("tables: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    console.print("readings partitions: " + (
+        f"{len(partitions)} daily, {partitions[0].day} to {partitions[-1].day}"
+        " (retention drops old ones nightly)" if partitions else "none yet"))
     console.print("KPI marts: " + (", ".join(f"{k} {v:,}" for k, v in kpis.items())
                                    or "not built yet (telemetry run build-kpis)"))
     console.print("quarantine by rule: " + (", ".join(f"{k} {v:,}" for k, v in rules.items())
@@ -251,8 +326,10 @@ def status() -> None:
     console.print("models: " + (", ".join(
         f"{name} v{m['version']} ({m['train_start']:%m-%d}..{m['train_end']:%m-%d %H:%M})"
         for name, m in models.items()) or "none trained yet (telemetry run train)"))
-    console.print("open alerts: " + (", ".join(f"{k} {v}" for k, v in open_alerts.items())
-                                     or "none") + " (telemetry alerts)")
+    total = sum(open_alerts.values())
+    console.print(f"open alerts: {total}" + (" (" + ", ".join(
+        f"{k} {v}" for k, v in open_alerts.items()) + ")" if total else "")
+        + " (telemetry alerts)")
 
 
 @app.command()

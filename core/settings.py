@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -117,6 +117,15 @@ class Settings(BaseSettings):
     chunk_minutes: int = Field(
         default=60, ge=1, le=24 * 60, description="Simulate/load chunk size for long windows."
     )
+
+
+    @field_validator("api_token", mode="before")
+    @classmethod
+    def _blank_token_is_no_token(cls, value: object) -> object:
+        # `TELEMETRY_API_TOKEN=` must not turn into an empty token that "" would match.
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return value
 
 
 @lru_cache

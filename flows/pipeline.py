@@ -6,11 +6,12 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Annotated
 
 from prefect import flow, get_run_logger
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from core import quality
+from core import locks, quality
 from core.dbt_runner import DbtRun
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
 from flows import artifacts, progress, tasks
@@ -62,6 +63,7 @@ class RunSummary(BaseModel):
     dbt_tests: int = 0
     quality: dict[str, QualityBrief] = {}  # suite -> brief (kpi, scores; raw is in load)
     seconds: dict[str, float] = {}
+    skipped: str | None = None  # why the run did nothing (another micro-batch held the lock)
 
 
 def _dbt_counts(run: DbtRun) -> dict[str, int]:
@@ -188,10 +190,33 @@ def build_kpis(full_refresh: bool = False) -> RunSummary:
 
 @flow(name="micro-batch")
 def micro_batch(
-    window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams()
+    window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams(),
+    lock_wait_seconds: Annotated[float, Field(
+        ge=0, le=300, description="wait this long for a running micro-batch to finish; "
+        "0 = skip at once (the next scheduled run catches up from the watermark)")] = 0,
 ) -> RunSummary:
     """Simulate and load what arrived since the watermark, rebuild the KPIs it touched, then
-    score the new readings and update alerts (once models are trained)."""
+    score the new readings and update alerts (once models are trained).
+
+    One micro-batch per stream at a time, whoever starts it (schedule, CLI, API): the window
+    comes from the watermark, so two overlapping runs would load and score the same window.
+    A PostgreSQL advisory lock guards everything from reading the watermark to scoring."""
+    name = locks.micro_batch_lock_name(SIMULATOR_STREAM)
+    with locks.advisory_lock(name, wait_seconds=lock_wait_seconds) as lease:
+        if not lease.acquired:
+            return _skip_micro_batch(lease)
+        return _micro_batch(window, fleet)
+
+
+def _skip_micro_batch(lease: locks.Lease) -> RunSummary:
+    reason = (f"another micro-batch holds the lock {lease.name} ({lease.describe_holder()});"
+              f" waited {lease.waited_seconds:g}s; the next run catches up from the watermark")
+    get_run_logger().info("micro-batch skipped: %s", reason)
+    artifacts.publish("micro-batch", "Micro-batch (skipped)", [("skipped", reason)])
+    return RunSummary(load=LoadSummary(), skipped=reason)
+
+
+def _micro_batch(window: WindowParams, fleet: FleetParams) -> RunSummary:
     load = simulate_and_load(window, fleet)
     run_id = tasks.flow_run_id()
     rebuilt = Window(load.window_start - LATE_ARRIVAL_REACH, load.window_end)

@@ -38,3 +38,18 @@ def test_metrics_pass_promtool_check(client, tmp_path):
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""  # no lint findings
+
+
+def test_a_blank_token_setting_refuses_writes(db, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from core.settings import get_settings
+
+    monkeypatch.setenv("TELEMETRY_API_TOKEN", "  ")
+    get_settings.cache_clear()
+    assert get_settings().api_token is None
+    with TestClient(create_app()) as client:
+        response = client.post("/api/v1/alerts/1/ack", json={"by": "x"},
+                               headers={"Authorization": "Bearer "})
+    assert response.status_code == 403
