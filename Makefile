@@ -40,6 +40,7 @@ bench: setup ## Benchmarks (never part of make test): loader vs raw COPY, detect
 	$(BIN)/python -m bench.bench_loader
 	$(BIN)/python -m bench.bench_detectors
 	$(BIN)/python -m bench.bench_api
+	$(BIN)/python -m bench.bench_scale
 
 lint: setup ## ruff check
 	$(BIN)/ruff check .

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Literal
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from pydantic import BaseModel, Field, model_validator
 
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
-from flows import artifacts, drift, progress, tasks
+from flows import artifacts, dask_runner, drift, progress, tasks
 
 LATE_REACH = timedelta(hours=2)  # windows this far back are re-scored (late data)
 MAX_CATCH_UP = timedelta(days=2)  # one run scores at most this much
@@ -31,6 +33,11 @@ class ScoreParams(BaseModel):
     end: datetime | None = Field(None, description="default: the loaded data's watermark")
     chunk_minutes: int = Field(60, ge=5, le=24 * 60)
     shards: int = Field(1, ge=1, le=64, description="device shards scored in parallel")
+    task_runner: Literal["threads", "dask"] = Field(
+        "threads", description="where shard tasks run: threads of the flow's process, or Dask "
+        "worker processes (a LocalCluster of dask_workers, or the cluster at "
+        "TELEMETRY_DASK_ADDRESS); see docs/SCALING.md")
+    dask_workers: int = Field(2, ge=1, le=64, description="LocalCluster worker processes")
 
     @model_validator(mode="after")
     def _ordered(self) -> ScoreParams:
@@ -52,6 +59,7 @@ class ScoreRunSummary(BaseModel):
     open_alerts: int = 0
     seconds: dict[str, float] = {}
     skipped: str | None = None
+    runner: str | None = None  # where the shard tasks ran
 
 
 @flow(name="train")
@@ -107,6 +115,24 @@ def score_range(window: Window, chunk: timedelta, shards: int) -> ScoreRunSummar
     return out
 
 
+def _dask_description() -> str:
+    """The Dask cluster this flow run's tasks go to (address and worker count)."""
+    context = FlowRunContext.get()
+    client = getattr(context.task_runner, "client", None) if context else None
+    if client is None:  # not a Dask runner (score_shards called on its own)
+        return type(context.task_runner).__name__ if context else "none"
+    return f"dask {client.scheduler.address}, {len(client.nthreads())} workers"
+
+
+@flow(name="score-shards")
+def score_shards(start: datetime, end: datetime, chunk_minutes: int,
+                 shards: int) -> ScoreRunSummary:
+    """The score flow's shard loop under this run's task runner (Dask: see flows/dask_runner)."""
+    summary = score_range(Window(start, end), timedelta(minutes=chunk_minutes), shards)
+    summary.runner = _dask_description()
+    return summary
+
+
 @flow(name="score")
 def score(params: ScoreParams = ScoreParams()) -> ScoreRunSummary:
     """Score loaded readings (default: from the scoring watermark, minus the late-data reach,
@@ -126,11 +152,21 @@ def score(params: ScoreParams = ScoreParams()) -> ScoreRunSummary:
         start = max(start, end - MAX_CATCH_UP)
     if start >= end:
         return ScoreRunSummary(skipped="nothing new to score")
-    summary = score_range(Window(start, end), timedelta(minutes=params.chunk_minutes),
-                          params.shards)
+    if params.task_runner == "dask":
+        # Prefect 3 fixes a flow's task runner before the run starts, so the shard loop runs in
+        # a child flow given the Dask runner for this run only (with_options copies the flow).
+        runner = dask_runner.task_runner(params.dask_workers)
+        with dask_runner.shared_prefect_api():
+            summary = score_shards.with_options(task_runner=runner)(
+                start, end, params.chunk_minutes, params.shards)
+    else:
+        summary = score_range(Window(start, end), timedelta(minutes=params.chunk_minutes),
+                              params.shards)
+        summary.runner = "threads"
     get_run_logger().info("scored %s: %d points, %d anomalies, alerts %d fired / %d resolved,"
-                          " %d open", Window(start, end), summary.points, summary.anomalies,
-                          summary.alerts_fired, summary.alerts_resolved, summary.open_alerts)
+                          " %d open (%s)", Window(start, end), summary.points, summary.anomalies,
+                          summary.alerts_fired, summary.alerts_resolved, summary.open_alerts,
+                          summary.runner)
     return summary
 
 
