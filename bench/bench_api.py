@@ -38,8 +38,10 @@ OUT = Path(__file__).parent / "out"
 TOKEN = "bench-token"
 END = datetime(2026, 11, 20, tzinfo=UTC)
 FLEET = FleetConfig(seed=3)  # the default fleet: 45 devices
+REFERENCE = "trivial /health (reference)"
+INGEST = "POST /api/v1/readings x1000"
 GETS = {
-    "trivial /health (reference)": "/health",
+    REFERENCE: "/health",
     "/api/v1/kpis 100 rows": "/api/v1/kpis?grain=5m&limit=100",
     "/api/v1/alerts 100 rows": "/api/v1/alerts?limit=100",
 }
@@ -139,6 +141,26 @@ def ingest_batches(base: str, batches: int, workers: int) -> dict:
             "non_2xx": sum(c >= 300 for c in codes)}
 
 
+def measure(seconds: int = 10, connections: int = 32, batches: int = 200, workers: int = 1,
+            hours: float = 3) -> dict:
+    """Every endpoint's figures, from one server on a fresh scratch database."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: apt-get install -y wrk")
+    with scratch_database("bench_api") as url:
+        fill(hours)
+        port = free_port()
+        server = start_server(url, port)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            results = {name: wrk(base + path, seconds, connections)
+                       for name, path in GETS.items()}
+            results[INGEST] = ingest_batches(base, batches, workers)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per endpoint")
@@ -147,28 +169,18 @@ def main() -> None:
     parser.add_argument("--ingest-workers", type=int, default=1)
     parser.add_argument("--hours", type=float, default=3, help="simulated hours loaded")
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed: apt-get install -y wrk")
-    with scratch_database("bench_api") as url:
-        fill(args.hours)
-        port = free_port()
-        server = start_server(url, port)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            results = {name: wrk(base + path, args.seconds, args.connections)
-                       for name, path in GETS.items()}
-            results["POST /api/v1/readings x1000"] = ingest_batches(
-                base, args.ingest_batches, args.ingest_workers)
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-    reference = results["trivial /health (reference)"]["rps"]
+    try:
+        results = measure(args.seconds, args.connections, args.ingest_batches,
+                          args.ingest_workers, args.hours)
+    except RuntimeError as exc:
+        sys.exit(str(exc))
+    reference = results[REFERENCE]["rps"]
     print(f"{'stage':34} {'rps':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'non-2xx':>7}")
     for name, r in results.items():
         if "rps" in r:
             print(f"{name:34} {r['rps']:>7} {r['rps'] / reference:>6.2f} {r.get('p50', 0):>7}"
                   f" {r.get('p99', 0):>7} {r['non_2xx']:>7}")
-    ingest_result = results["POST /api/v1/readings x1000"]
+    ingest_result = results[INGEST]
     print(f"{'POST /readings, 1,000-row batches':34} {ingest_result['readings_per_s']:>7} "
           f"readings/s, p50 {ingest_result['p50']} ms, p99 {ingest_result['p99']} ms, "
           f"non-2xx {ingest_result['non_2xx']}")

@@ -217,8 +217,7 @@ def _readings_frame(blocks: list[_Rows]) -> pd.DataFrame:
 
     dev, met, ts = cat("device_id", np.int64), cat("metric_id", np.int64), cat("ts_ns", np.int64)
     value, arrival = cat("value", np.float64), cat("arrival_ns", np.int64)
-    # Total order (value breaks the last ties), so equal inputs always give equal frames.
-    order = np.lexsort((value, ts, met, dev, arrival))
+    order = _arrival_order(dev, met, ts, value, arrival)
     return pd.DataFrame(
         {
             "device_id": dev[order].astype(np.int32),
@@ -228,6 +227,31 @@ def _readings_frame(blocks: list[_Rows]) -> pd.DataFrame:
             "arrival_ts": pd.to_datetime(arrival[order], unit="ns", utc=True),
         }
     )
+
+
+def _arrival_order(
+    dev: npt.NDArray[np.int64],
+    met: npt.NDArray[np.int64],
+    ts: npt.NDArray[np.int64],
+    value: npt.NDArray[np.float64],
+    arrival: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
+    """The permutation np.lexsort((value, ts, met, dev, arrival)) gives: a total order (value
+    breaks the last ties), so equal inputs always give equal frames.
+
+    A full 5-key lexsort was 40% of simulate() in a profile; only a few % of rows share an
+    arrival time, so sort by arrival alone and lexsort just the rows of tied groups."""
+    order = np.argsort(arrival, kind="stable")
+    a = arrival[order]
+    tied = np.zeros(len(a), dtype=bool)
+    same = a[1:] == a[:-1]
+    tied[1:] |= same
+    tied[:-1] |= same
+    if tied.any():
+        pos = np.flatnonzero(tied)  # tie groups are contiguous runs: rewrite those positions
+        sub = order[pos]
+        order[pos] = sub[np.lexsort((value[sub], ts[sub], met[sub], dev[sub], arrival[sub]))]
+    return order
 
 
 def _sorted(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
