@@ -9,7 +9,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-external bench lint format clean serve
+.PHONY: help setup demo test test-external bench bench-scale lint format clean serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -36,11 +36,11 @@ test: setup ## Lint, then run the whole test suite (embedded PostgreSQL unless D
 test-external: setup ## Run the tests against the PostgreSQL at 127.0.0.1:5432
 	DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
-bench: setup ## Benchmarks (never part of make test): loader vs raw COPY, detectors, scoring, API (wrk)
-	$(BIN)/python -m bench.bench_loader
-	$(BIN)/python -m bench.bench_detectors
-	$(BIN)/python -m bench.bench_api
-	$(BIN)/python -m bench.bench_scale
+bench: setup ## Every stage beside its raw reference (never part of make test); make bench ARGS="--rows 10000000"
+	$(BIN)/python -m bench $(ARGS)
+
+bench-scale: setup ## Per-stage costs at a fleet size, and devices per machine (docs/SCALING.md)
+	$(BIN)/python -m bench.bench_scale $(ARGS)
 
 lint: setup ## ruff check
 	$(BIN)/ruff check .

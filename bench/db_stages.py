@@ -146,7 +146,8 @@ def dbt_full_stage(start: datetime, end: datetime, rows: int, refs: Refs) -> Sta
                        "one hand-written date_bin GROUP BY (5 min)", ref,
                        goal="10M readings <= 10 s",
                        extra={"models": len(run.results), "dbt_startup_seconds": round(startup, 3)},
-                       ).judge(lambda r: r.seconds <= 10 * r.rows / 10e6)
+                       # dbt's start-up is paid once per build, the rest grows with the rows
+                       ).judge(lambda r: startup + (r.seconds - startup) * 10e6 / r.rows <= 10)
 
 
 def read_stage(start: datetime, end: datetime, refs: Refs) -> StageResult:

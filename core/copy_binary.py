@@ -26,8 +26,17 @@ def pg_timestamps(ts: pd.Series) -> np.ndarray:
     """UTC timestamps as PostgreSQL's binary timestamptz: microseconds since 2000-01-01."""
     # asi8: the int64 nanoseconds as stored. to_numpy(dtype=...) boxed every value into a
     # Timestamp for some UTC tz objects (datetime.timezone.utc), 11% of an API ingest.
-    unix_us = pd.to_datetime(ts, utc=True).array.asi8 // 1000
+    # A tz-aware column is already stored as UTC epoch ticks: re-parsing it with to_datetime
+    # cost 6% of a bulk load in a profile.
+    values = ts.array if isinstance(ts.dtype, pd.DatetimeTZDtype) else (
+        pd.to_datetime(ts, utc=True).array)
+    ticks = values.asi8
+    per_us = _TICKS_PER_US[values.unit]
+    unix_us = ticks // per_us if per_us >= 1 else ticks * round(1 / per_us)
     return unix_us - PG_EPOCH_US
+
+
+_TICKS_PER_US = {"ns": 1000, "us": 1, "ms": 1e-3, "s": 1e-6}
 
 
 def readings_chunks(frame: pd.DataFrame, batch_id: int, rows_per_chunk: int = 50_000
