@@ -30,7 +30,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -81,15 +80,9 @@ class Stages:
 
 
 def machine() -> dict[str, Any]:
-    model = ""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                      if line.startswith("model name")), "")
-    # Other work on the machine shows in the figures: the load average says how much there was.
-    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+    from bench.results import machine as machine_now
+
+    return {**machine_now(), "at": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def load_period(fleet: Any, start: datetime, end: datetime, stages: Stages,
