@@ -65,6 +65,13 @@ def lock_sessions(conn: psycopg.Connection, name: str) -> int:
                         (f"telemetry lock {name}"[:63],)).fetchone()[0]
 
 
+def wait_for_lock_sessions(conn: psycopg.Connection, name: str, expected: int) -> None:
+    deadline = time.monotonic() + 60
+    while lock_sessions(conn, name) != expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lock_sessions(conn, name) == expected
+
+
 # ---------------------------------------------------------------------------------------------
 # the guard
 
@@ -110,15 +117,15 @@ def test_overlapping_micro_batches_never_load_a_window_twice(conn, monkeypatch):
         assert inside.wait(120), a_out
         b, b_out = in_thread(lambda: pipeline.micro_batch(
             window=WindowParams(end=END + timedelta(minutes=30)), fleet=SMALL))
+        b.join(120)
+        assert "result" in b_out, b_out
+        # A backend leaves pg_stat_activity a moment after its client closes: wait for B's to
+        # go, so the count below is A and C, not A and a B that is still exiting.
+        wait_for_lock_sessions(conn, name, 1)
         c, c_out = in_thread(lambda: pipeline.micro_batch(
             window=WindowParams(end=END + timedelta(minutes=40)), fleet=SMALL,
             lock_wait_seconds=120))
-        b.join(120)
-        assert "result" in b_out, b_out
-        deadline = time.monotonic() + 60
-        while lock_sessions(conn, name) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)  # C is polling for the lock A holds
-        assert lock_sessions(conn, name) == 2
+        wait_for_lock_sessions(conn, name, 2)  # C is polling for the lock A holds
     finally:
         release.set()
     a.join(180)
