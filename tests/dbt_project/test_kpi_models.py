@@ -371,3 +371,34 @@ def test_failures_raise_dbt_error(db: str, monkeypatch: pytest.MonkeyPatch) -> N
     core_db.reset_caches()
     with pytest.raises(DbtError, match="could not run"):
         run_dbt(["run", "--select", "stg_metrics"])
+
+
+def test_incremental_tests_check_the_latest_build_and_test_all_rows_checks_every_row(
+    db: str,
+) -> None:
+    """The marts' tests read the rows the latest build wrote: a bad row in an old window (not
+    rebuilt) passes an incremental build and fails with test_all_rows; a bad row the latest
+    build wrote fails a plain `dbt test`."""
+    seed(db, make_readings())
+    run_dbt(["build"])
+    with psycopg.connect(db, autocommit=True) as conn:
+        index = conn.execute(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname LIKE %s",
+            (SCHEMA, "%__built_at")).fetchone()[0]
+        assert index == 4  # one per incremental mart, from the post-hook
+        conn.execute(f'UPDATE "{SCHEMA}".fct_kpi_15m SET reading_count = -1 '
+                     "WHERE window_start = %s", (START,))  # 2 h before the lookback bound
+
+    run_dbt(["build", "--select", "tag:kpi"])  # rebuilds the last 2 h only: the bad row stays
+    with pytest.raises(DbtError) as err:
+        run_dbt(["test", "--select", "fct_kpi_15m"], vars={"test_all_rows": True})
+    failed = {r.unique_id.split(".")[2] for r in err.value.failed}
+    assert any(name.startswith("accepted_range_fct_kpi_15m_reading_count") for name in failed)
+
+    with psycopg.connect(db, autocommit=True) as conn:  # a bad row in the latest build
+        conn.execute(f'UPDATE "{SCHEMA}".fct_kpi_15m SET reading_count = -1 WHERE window_start '
+                     f'= (SELECT max(window_start) FROM "{SCHEMA}".fct_kpi_15m)')
+    with pytest.raises(DbtError) as err:
+        run_dbt(["test", "--select", "fct_kpi_15m"])
+    failed = {r.unique_id.split(".")[2] for r in err.value.failed}
+    assert any(name.startswith("accepted_range_fct_kpi_15m_reading_count") for name in failed)

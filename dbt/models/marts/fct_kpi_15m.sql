@@ -6,6 +6,7 @@
         {'columns': ['device_id', 'metric_id', 'window_start'], 'unique': True},
         {'columns': ['window_start']},
     ],
+    post_hook="{{ built_at_index() }}",
 ) }}
 
 {{ kpi_rollup('fct_kpi_5m', '15 minutes', 900) }}

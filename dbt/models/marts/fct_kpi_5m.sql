@@ -5,6 +5,7 @@
         {'columns': ['device_id', 'metric_id', 'window_start'], 'unique': True},
         {'columns': ['window_start']},
     ],
+    post_hook="{{ built_at_index() }}",
 ) }}
 
 {%- set bound = kpi_lookback_bound('5 minutes') %}

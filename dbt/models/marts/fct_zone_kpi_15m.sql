@@ -8,6 +8,7 @@
         {'columns': ['site', 'zone', 'metric_id', 'window_start'], 'unique': True},
         {'columns': ['window_start']},
     ],
+    post_hook="{{ built_at_index() }}",
 ) }}
 
 {%- set bound = kpi_lookback_bound('15 minutes') %}
