@@ -123,18 +123,41 @@ def _describe(failures: list[NodeResult]) -> str:
     return "\n".join(lines)
 
 
+def _split_vars(args: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """`args` without `--vars X` / `--vars=X`, and X parsed (YAML, as dbt reads it)."""
+    import yaml
+
+    rest: list[str] = []
+    found: dict[str, Any] = {}
+    it = iter(args)
+    for arg in it:
+        if arg == "--vars" or arg.startswith("--vars="):
+            text = arg.partition("=")[2] if "=" in arg else next(it, "")
+            parsed = yaml.safe_load(text) or {}
+            if not isinstance(parsed, dict):
+                raise DbtError(f"--vars must be a YAML mapping, e.g. '{{test_all_rows: true}}',"
+                               f" not {text!r}")
+            found.update(parsed)
+        else:
+            rest.append(arg)
+    return rest, found
+
+
 def run_dbt(args: list[str], *, vars: dict[str, Any] | None = None, quiet: bool = True) -> DbtRun:
     """Invoke dbt (e.g. `["build", "--select", "tag:kpi"]`) in this process.
 
-    `vars` are merged over the defaults (late_horizon_minutes from settings). Raises DbtError
-    when dbt fails, with the failing nodes and their messages.
+    `vars`, and a `--vars` in `args` (the CLI passes dbt's own), are merged over the defaults
+    (late_horizon_minutes from settings): dbt takes one --vars. Raises DbtError when dbt fails,
+    with the failing nodes and their messages.
     """
     from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
     settings = get_settings()
     project_dir = Path(settings.dbt_project_dir).resolve()
     target_dir = Path(settings.dbt_target_dir).resolve()
-    all_vars = {"late_horizon_minutes": settings.late_horizon_minutes, **(vars or {})}
+    args, given_vars = _split_vars(args)
+    all_vars = {"late_horizon_minutes": settings.late_horizon_minutes, **given_vars,
+                **(vars or {})}
     argv = [
         *args,
         "--project-dir",
