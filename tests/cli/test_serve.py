@@ -98,7 +98,9 @@ def test_stop_kills_what_ignores_sigterm_and_descendants_in_other_sessions(super
     stubborn = supervisor.spawn("stubborn", ["sh", "-c", 'trap "" TERM; sleep 60 & wait'])
     escaper = supervisor.spawn("escaper", ["sh", "-c", "setsid sleep 60 & exec sleep 60"])
     deadline = time.monotonic() + 10
-    while len(serve.marked_pids(supervisor.session)) < 4 and time.monotonic() < deadline:
+    # Until setsid() has run, the forked sleep is still in the escaper's group: wait for both.
+    while (len(serve.marked_pids(supervisor.session)) < 4 or not supervisor.strays()) \
+            and time.monotonic() < deadline:
         time.sleep(0.05)
     assert supervisor.strays(), "the setsid sleep should be outside every child's group"
     started = time.monotonic()
