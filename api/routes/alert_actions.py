@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -41,6 +42,13 @@ AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 LOOKBACK = timedelta(minutes=2)  # longer than a scoring transaction is expected to run
 RETRY_MS = 3000
 _streams = {"open": 0}  # open streams in this process (tests check disconnects end them)
+# Servers in several threads (tests, or uvicorn with threads) share the count: `+=` is not atomic.
+_streams_lock = threading.Lock()
+
+
+def _count_stream(delta: int) -> None:
+    with _streams_lock:
+        _streams["open"] += delta
 
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **documented(AlertDetail),
@@ -142,7 +150,7 @@ async def _poll(request: Request, feed: _Feed, prime: bool) -> list[dict[str, An
 
 async def _events(request: Request, config: Settings, after: tuple[int, int] | None
                   ) -> AsyncIterator[bytes]:
-    _streams["open"] += 1
+    _count_stream(1)
     try:
         # A resumed stream starts after its Last-Event-ID, a fresh one from what exists now:
         # read before the first byte, so a change a client makes after seeing it is sent.
@@ -165,7 +173,7 @@ async def _events(request: Request, config: Settings, after: tuple[int, int] | N
                 yield b": keep-alive\n\n"
                 quiet_since = time.monotonic()
     finally:
-        _streams["open"] -= 1
+        _count_stream(-1)
 
 
 @router.get("/alerts/stream", response_class=StreamingResponse,
