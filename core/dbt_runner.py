@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ class NodeResult:
     rows_affected: int | None = None
     failures: int | None = None  # failing rows of a test
     execution_time: float = 0.0
+    failures_table: str | None = None  # where a store_failures test kept its failing rows
 
     @property
     def failed(self) -> bool:
@@ -108,6 +110,8 @@ def _environ(values: Mapping[str, str]) -> Iterator[None]:
 def _node_result(item: Any) -> NodeResult:
     adapter_response = getattr(item, "adapter_response", None) or {}
     rows = adapter_response.get("rows_affected") if isinstance(adapter_response, dict) else None
+    node = item.node
+    stored = node.resource_type == "test" and getattr(node.config, "store_failures", False)
     return NodeResult(
         unique_id=item.node.unique_id,
         status=str(getattr(item.status, "value", item.status)),
@@ -115,11 +119,17 @@ def _node_result(item: Any) -> NodeResult:
         rows_affected=rows if isinstance(rows, int) and rows >= 0 else None,
         failures=item.failures,
         execution_time=float(item.execution_time or 0.0),
+        failures_table=getattr(node, "relation_name", None) if stored else None,
     )
 
 
 def _describe(failures: list[NodeResult]) -> str:
-    lines = [f"  {r.unique_id}: {r.status}: {(r.message or '').strip()}" for r in failures]
+    lines = []
+    for r in failures:
+        line = f"  {r.unique_id}: {r.status}: {(r.message or '').strip()}"
+        if r.failures and r.failures_table:
+            line += f"; the failing rows: select * from {r.failures_table}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -143,12 +153,16 @@ def _split_vars(args: list[str]) -> tuple[list[str], dict[str, Any]]:
     return rest, found
 
 
-def run_dbt(args: list[str], *, vars: dict[str, Any] | None = None, quiet: bool = True) -> DbtRun:
+def run_dbt(args: list[str], *, vars: dict[str, Any] | None = None,
+            rebuild_from: datetime | None = None, quiet: bool = True) -> DbtRun:
     """Invoke dbt (e.g. `["build", "--select", "tag:kpi"]`) in this process.
 
     `vars`, and a `--vars` in `args` (the CLI passes dbt's own), are merged over the defaults
-    (late_horizon_minutes from settings): dbt takes one --vars. Raises DbtError when dbt fails,
-    with the failing nodes and their messages.
+    (late_horizon_minutes from settings): dbt takes one --vars. `rebuild_from` moves the
+    incremental marts' lookback back to that time (macros/kpi.sql), like var('rebuild_from'),
+    but through an environment variable: a change of --vars makes dbt re-parse the whole
+    project (~0.5 s), and the micro-batch's bound changes every minute. Raises DbtError when
+    dbt fails, with the failing nodes and their messages.
     """
     from dbt.cli.main import dbtRunner  # heavy import: only when dbt actually runs
 
@@ -173,7 +187,8 @@ def run_dbt(args: list[str], *, vars: dict[str, Any] | None = None, quiet: bool 
     ]
     if quiet:
         argv[:0] = ["--quiet", "--no-use-colors"]  # errors are still printed
-    env = dbt_env()
+    env = {**dbt_env(),
+           "TELEMETRY_DBT_REBUILD_FROM": rebuild_from.isoformat() if rebuild_from else ""}
 
     started = time.perf_counter()
     with _lock, _environ(env):

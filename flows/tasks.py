@@ -72,8 +72,7 @@ def build_kpis(rebuild_from: datetime | None = None, full_refresh: bool = False
     args = ["build"]
     if full_refresh:
         args.append("--full-refresh")
-    vars = {"rebuild_from": rebuild_from.isoformat()} if rebuild_from else None
-    return dbt_runner.run_dbt(args, vars=vars)
+    return dbt_runner.run_dbt(args, rebuild_from=rebuild_from)
 
 
 @task(name="train", task_run_name="train {start:%Y-%m-%d %H:%M}-{end:%Y-%m-%d %H:%M}",

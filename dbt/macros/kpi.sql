@@ -20,13 +20,15 @@
     while planning.
 
     var('rebuild_from') (an ISO timestamp, optional) moves the bound back to that time: a
-    backfill of older history passes its window start so its windows get built too. -#}
+    backfill of older history passes its window start so its windows get built too. The
+    pipeline passes it as TELEMETRY_DBT_REBUILD_FROM (run_dbt's rebuild_from) instead: dbt
+    re-parses the whole project whenever --vars change, and this value changes every run. -#}
 {% macro kpi_lookback_bound(grain) %}
     {%- if not execute or not is_incremental() -%}
         {{ return(none) }}
     {%- endif -%}
     {%- set horizon = var('late_horizon_minutes', 120) | int -%}
-    {%- set rebuild_from = var('rebuild_from', none) -%}
+    {%- set rebuild_from = var('rebuild_from', none) or env_var('TELEMETRY_DBT_REBUILD_FROM', '') -%}
     {%- set query -%}
         select extract(epoch from least(
             {{ kpi_bin(grain, 'max(window_start) - make_interval(mins => ' ~ horizon ~ ')') }}

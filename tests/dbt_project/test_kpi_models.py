@@ -243,7 +243,9 @@ def test_build_matches_pandas(db: str) -> None:
     run = run_dbt(["build"])
 
     assert_all_passed(run)
-    assert sum(r.unique_id.startswith("test.") for r in run.results) >= 40
+    row_rules = {r.unique_id.split(".")[2] for r in run.results if "_row_rules" in r.unique_id}
+    assert row_rules == {f"{m}_row_rules" for m in ("dim_devices", "fct_kpi_5m", "fct_kpi_15m",
+                                                     "fct_kpi_1h", "fct_zone_kpi_15m")}
     assert run.result("fct_kpi_5m").rows_affected == len(expected_device_kpis(readings, "5min"))
     assert_marts_match(db, readings)
     dim = read_table(db, "dim_devices").sort_values("device_id")
@@ -392,13 +394,45 @@ def test_incremental_tests_check_the_latest_build_and_test_all_rows_checks_every
     run_dbt(["build", "--select", "tag:kpi"])  # rebuilds the last 2 h only: the bad row stays
     with pytest.raises(DbtError) as err:
         run_dbt(["test", "--select", "fct_kpi_15m"], vars={"test_all_rows": True})
-    failed = {r.unique_id.split(".")[2] for r in err.value.failed}
-    assert any(name.startswith("accepted_range_fct_kpi_15m_reading_count") for name in failed)
+    assert _broken_rules(db, err.value) == {"reading_count >= 1"}
 
     with psycopg.connect(db, autocommit=True) as conn:  # a bad row in the latest build
         conn.execute(f'UPDATE "{SCHEMA}".fct_kpi_15m SET reading_count = -1 WHERE window_start '
                      f'= (SELECT max(window_start) FROM "{SCHEMA}".fct_kpi_15m)')
     with pytest.raises(DbtError) as err:
         run_dbt(["test", "--select", "fct_kpi_15m"])
-    failed = {r.unique_id.split(".")[2] for r in err.value.failed}
-    assert any(name.startswith("accepted_range_fct_kpi_15m_reading_count") for name in failed)
+    assert _broken_rules(db, err.value) == {"reading_count >= 1"}
+
+
+def _broken_rules(db: str, err: DbtError) -> set[str]:
+    """The rules the failing rows broke, read from the table the error message names."""
+    [failed] = err.failed
+    assert failed.unique_id.split(".")[2] == "fct_kpi_15m_row_rules"
+    assert f"select * from {failed.failures_table}" in str(err)
+    with psycopg.connect(db) as conn:
+        rows = conn.execute(f"SELECT DISTINCT broken_rule FROM {failed.failures_table}")
+        return {r[0] for r in rows}
+
+
+def test_row_rules_name_the_first_rule_a_row_breaks(db: str) -> None:
+    """One test per mart checks every row rule; nulls and each kind of broken rule come back
+    named, and the rows that break nothing are not reported."""
+    seed(db, make_readings())
+    run_dbt(["build"])
+    with psycopg.connect(db, autocommit=True) as conn:
+        latest = f'(SELECT max(window_start) FROM "{SCHEMA}".fct_kpi_5m)'
+        devices = conn.execute(f'SELECT DISTINCT device_id FROM "{SCHEMA}".fct_kpi_5m '
+                               f"WHERE window_start = {latest} ORDER BY 1 LIMIT 3").fetchall()
+        assert len(devices) == 3
+        for (device,), change in zip(devices, ("metric = NULL", "min = max + 1",
+                                               "completeness = 2.5"), strict=True):
+            conn.execute(f'UPDATE "{SCHEMA}".fct_kpi_5m SET {change} '
+                         f"WHERE window_start = {latest} AND device_id = %s", (device,))
+    with pytest.raises(DbtError) as err:
+        run_dbt(["test", "--select", "fct_kpi_5m"])
+    [failed] = [r for r in err.value.failed if "fct_kpi_5m_row_rules" in r.unique_id]
+    with psycopg.connect(db) as conn:
+        broken = dict(conn.execute(f"SELECT broken_rule, count(DISTINCT device_id) "
+                                   f"FROM {failed.failures_table} GROUP BY 1").fetchall())
+    assert broken == {"metric is not null": 1, "min <= max": 1,
+                      "completeness between 0 and 2": 1}
