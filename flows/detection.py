@@ -137,6 +137,11 @@ def score_shards(start: datetime, end: datetime, chunk_minutes: int,
 def score(params: ScoreParams = ScoreParams()) -> ScoreRunSummary:
     """Score loaded readings (default: from the scoring watermark, minus the late-data reach,
     to the loaded data's watermark) and update alerts."""
+    return score_loaded(params)
+
+
+def score_loaded(params: ScoreParams) -> ScoreRunSummary:
+    """The score flow's body, inside the calling flow run (the micro-batch calls it)."""
     if not tasks.has_models():
         get_run_logger().warning("no trained models yet: run the train flow first")
         return ScoreRunSummary(skipped="no trained models: run `telemetry run train`")

@@ -15,7 +15,7 @@ from core import locks, quality
 from core.dbt_runner import DbtRun
 from core.ingest import SIMULATOR_STREAM, Window, chunks, floor_time
 from flows import artifacts, progress, tasks
-from flows.detection import ScoreParams, ScoreRunSummary, score
+from flows.detection import ScoreParams, ScoreRunSummary, score_loaded
 from flows.params import BackfillParams, FleetParams, WindowParams
 
 DEFAULT_FIRST_WINDOW = timedelta(minutes=15)  # a stream with no watermark starts this far back
@@ -171,6 +171,11 @@ def simulate_and_load(
     window: WindowParams = WindowParams(), fleet: FleetParams = FleetParams()
 ) -> LoadSummary:
     """Simulate the fleet over a window (default: since the watermark up to now) and load it."""
+    return load_new_window(window, fleet)
+
+
+def load_new_window(window: WindowParams, fleet: FleetParams) -> LoadSummary:
+    """simulate-and-load's body, inside the calling flow run (the micro-batch calls it)."""
     interval = fleet.resolved()["interval_seconds"]
     resolved, remaining = resolve_window(window, SIMULATOR_STREAM, interval)
     summary = _simulate_and_load(fleet, resolved, timedelta(minutes=window.chunk_minutes),
@@ -217,7 +222,10 @@ def _skip_micro_batch(lease: locks.Lease) -> RunSummary:
 
 
 def _micro_batch(window: WindowParams, fleet: FleetParams) -> RunSummary:
-    load = simulate_and_load(window, fleet)
+    # The load and score flows' bodies run inside this flow run, not as child flow runs: each
+    # child run cost ~0.5 s of Prefect API round trips per minute (PERFORMANCE.md); their
+    # tasks show under the micro-batch run instead.
+    load = load_new_window(window, fleet)
     run_id = tasks.flow_run_id()
     rebuilt = Window(load.window_start - LATE_ARRIVAL_REACH, load.window_end)
     t = time.perf_counter()
@@ -227,7 +235,7 @@ def _micro_batch(window: WindowParams, fleet: FleetParams) -> RunSummary:
     checks = {"kpi": QualityBrief.of(tasks.validate_kpis(rebuilt, run_id))}
     seconds["validate_kpis"] = round(time.perf_counter() - t, 2)
     t = time.perf_counter()
-    scored = score(ScoreParams(end=load.window_end))
+    scored = score_loaded(ScoreParams(end=load.window_end))
     seconds["score"] = round(time.perf_counter() - t, 2)
     if scored.window_start and scored.window_end:
         t = time.perf_counter()

@@ -100,7 +100,7 @@ def test_overlapping_micro_batches_never_load_a_window_twice(conn, monkeypatch):
     Without the lock, C would read the same watermark as A and load an overlapping window."""
     store.advance_watermark(conn, SIMULATOR_STREAM, END)
     name = locks.micro_batch_lock_name(SIMULATOR_STREAM)
-    original, calls = pipeline.simulate_and_load, []
+    original, calls = pipeline.load_new_window, []
     inside, release = threading.Event(), threading.Event()
 
     def paused_first(window: WindowParams, fleet: FleetParams):
@@ -110,7 +110,7 @@ def test_overlapping_micro_batches_never_load_a_window_twice(conn, monkeypatch):
             assert release.wait(120)
         return original(window, fleet)
 
-    monkeypatch.setattr(pipeline, "simulate_and_load", paused_first)
+    monkeypatch.setattr(pipeline, "load_new_window", paused_first)
     a, a_out = in_thread(lambda: pipeline.micro_batch(
         window=WindowParams(end=END + timedelta(minutes=30)), fleet=SMALL))
     try:
