@@ -222,8 +222,8 @@ def _skip_micro_batch(lease: locks.Lease) -> RunSummary:
 
 
 def _micro_batch(window: WindowParams, fleet: FleetParams) -> RunSummary:
-    # The load and score flows' bodies run inside this flow run, not as child flow runs: each
-    # child run cost ~0.5 s of Prefect API round trips per minute (PERFORMANCE.md); their
+    # The load and score flows' bodies run inside this flow run, not as child flow runs: the
+    # two child runs cost ~2 s of Prefect API round trips a minute (PERFORMANCE.md); their
     # tasks show under the micro-batch run instead.
     load = load_new_window(window, fleet)
     run_id = tasks.flow_run_id()
