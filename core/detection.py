@@ -209,66 +209,112 @@ def fit_suite(train: pd.DataFrame, devices: pd.DataFrame,
     return Suite(params, detectors, series, train_rows=len(train))
 
 
+def _sorted_by_series(readings: pd.DataFrame) -> pd.DataFrame:
+    """`readings` ordered by (device_id, metric_id, ts), with a fresh index; the read path
+    already delivers that order, so it is checked (one pass) before paying for a sort."""
+    codes = _codes(readings["device_id"].to_numpy(), readings["metric_id"].to_numpy())
+    ts = pd.DatetimeIndex(readings["ts"]).asi8  # not to_numpy: that boxes tz-aware stamps
+    step = np.diff(codes)
+    if len(codes) < 2 or ((step > 0) | ((step == 0) & (ts[1:] >= ts[:-1]))).all():
+        return readings.reset_index(drop=True)
+    return readings.sort_values(["device_id", "metric_id", "ts"], ignore_index=True)
+
+
+@dataclass(frozen=True)
+class _Wide:
+    """PCA input: one row per (device, ts), a column per PCA metric (NaN = not reported), rows
+    in (device, ts) order; `row` maps each long reading to its wide row."""
+
+    values: np.ndarray
+    device_id: np.ndarray
+    row: np.ndarray
+
+
+def _wide(rows: pd.DataFrame) -> _Wide:
+    """`rows` sorted by series. The (device, ts) pairs are numbered with one integer key when
+    the window's span allows it (a pivot of a day's readings was a tenth of scoring it)."""
+    device = rows["device_id"].to_numpy(np.int64)
+    ts = pd.DatetimeIndex(rows["ts"]).as_unit("ns").asi8 if len(rows) else np.zeros(0, np.int64)
+    metric = rows["metric_id"].to_numpy(np.int64)
+    cols = np.array([_METRIC_IDS[m] for m in features.PCA_METRICS])
+    col = pd.Index(cols).get_indexer(metric)
+    span = int(ts.max() - ts.min()) + 1 if len(ts) else 1
+    codes = _codes(device, metric)
+    repeated = bool(len(codes) > 1 and ((codes[1:] == codes[:-1]) & (ts[1:] == ts[:-1])).any())
+    if repeated or device.min(initial=0) < 0 or \
+            int(device.max(initial=0)) + 1 > np.iinfo(np.int64).max // span:
+        wide = wide_readings(rows)  # duplicates (first kept) or a span too long for one key
+        where = pd.MultiIndex.from_frame(wide[["device_id", "ts"]]).get_indexer(
+            pd.MultiIndex.from_frame(rows[["device_id", "ts"]]))
+        return _Wide(wide.reindex(columns=features.PCA_METRICS).to_numpy(np.float64),
+                     wide["device_id"].to_numpy(), where)
+    key = device * span + (ts - ts.min())
+    unique, row = np.unique(key, return_inverse=True)
+    values = np.full((len(unique), len(cols)), np.nan)
+    ok = col >= 0
+    values[row[ok], col[ok]] = rows["value"].to_numpy(np.float64)[ok]
+    return _Wide(values, unique // span, row)
+
+
 def score_suite(suite: Suite, readings: pd.DataFrame, devices: pd.DataFrame,
                 start: datetime, end: datetime) -> pd.DataFrame:
     """Score every reading with ts in [start, end); see the module docstring for columns."""
-    readings = readings.sort_values(["device_id", "metric_id", "ts"], ignore_index=True)
-    named = features.with_metric_names(readings)
+    readings = _sorted_by_series(readings)
     lo, hi = pd.Timestamp(start), pd.Timestamp(end)
-    in_window = ((named["ts"] >= lo) & (named["ts"] < hi)).to_numpy()
-    out = named.loc[in_window, ["device_id", "metric", "ts", "value"]].reset_index(drop=True)
-    if out.empty:
-        return out.assign(score=[], severity=[], reason=[], fired_by=[])
+    in_window = ((readings["ts"] >= lo) & (readings["ts"] < hi)).to_numpy()
+    window_rows = readings[in_window].reset_index(drop=True)
+    metric_id = window_rows["metric_id"].to_numpy()
+    out: dict[str, Any] = {
+        "device_id": window_rows["device_id"].to_numpy(),
+        "metric": window_rows["metric_id"].map(features.METRIC_NAMES).astype(object).to_numpy(),
+        "ts": window_rows["ts"],
+        "value": window_rows["value"].to_numpy(),
+    }
+    if window_rows.empty:
+        return pd.DataFrame(out).assign(score=[], severity=[], reason=[], fired_by=[])
 
     # Univariate detectors: each series' own sequence (history included), gathered back.
     grid = _positions(readings, suite.series)
     pos, col = grid.pos[in_window], grid.col[in_window]
     known = col >= 0
-    scores: dict[str, np.ndarray] = {}
-    for name in UNIVARIATE:
-        matrix = suite.detectors[name].decision_function(grid.values)
-        gathered = np.full(len(out), np.nan)
+
+    def gather(matrix: np.ndarray) -> np.ndarray:
+        gathered = np.full(len(window_rows), np.nan)
         gathered[known] = matrix[pos[known], col[known]]
-        scores[name] = gathered
+        return gathered
+
+    scores = {name: gather(suite.detectors[name].decision_function(grid.values))
+              for name in UNIVARIATE}
     # The rolling baseline each reading was compared with (mean and std of the series' previous
     # `rolling_window` readings), for people reading an anomaly: value vs mean +- k std.
     _, mean, std = trailing_moments(grid.values, suite.params.rolling_window)
-    for column, source in (("baseline_mean", mean), ("baseline_std", std)):
-        gathered = np.full(len(out), np.nan)
-        gathered[known] = source[pos[known], col[known]]
-        out[column] = gathered
+    out["baseline_mean"], out["baseline_std"] = gather(mean), gather(std)
 
     seasonal: SeasonalZScore = suite.detectors["seasonal_z"]  # type: ignore[assignment]
-    window_rows = readings[in_window].reset_index(drop=True)
-    sframe = seasonal_frame(window_rows, devices)
-    scores["seasonal_z"] = seasonal.decision_function(sframe)
-    out["baseline_status"] = seasonal.baseline_status(sframe)
+    scores["seasonal_z"], out["baseline_status"] = seasonal.score_with_status(
+        seasonal_frame(window_rows, devices))
 
     # PCA per (device, ts), spread to that device and time's readings.
     pca: PCADetector = suite.detectors["pca"]  # type: ignore[assignment]
-    wide = wide_readings(window_rows)
-    pca_score = pca.decision_function(wide[features.PCA_METRICS],
-                                      groups=wide["device_id"].to_numpy())
-    contrib = pca.contributions(wide[features.PCA_METRICS], groups=wide["device_id"].to_numpy())
-    where = pd.MultiIndex.from_frame(wide[["device_id", "ts"]]).get_indexer(
-        pd.MultiIndex.from_frame(out[["device_id", "ts"]]))
-    pca_col = np.where(where >= 0, pca_score[np.maximum(where, 0)], np.nan)
-    out["pca_score"] = pca_col
-    for j, metric in enumerate(features.PCA_METRICS):
-        out[f"pca_share_{metric}"] = np.where(where >= 0, contrib[np.maximum(where, 0), j],
-                                              np.nan)
+    wide = _wide(window_rows)
+    pca_score = pca.decision_function(wide.values, groups=wide.device_id)
+    contrib = pca.contributions(wide.values, groups=wide.device_id)
+    found = wide.row >= 0
+    at = np.maximum(wide.row, 0)
+    out["pca_score"] = np.where(found, pca_score[at], np.nan)
+    for j, name in enumerate(features.PCA_METRICS):
+        out[f"pca_share_{name}"] = np.where(found, contrib[at, j], np.nan)
 
-    for name, col in scores.items():
-        out[name] = col
-    metric = out["metric"].to_numpy()
-    value = out["value"].to_numpy()
-    limit_values = {m: np.where(metric == m, value, np.nan) for m in suite.params.limits}
+    out.update(scores)
+    value = out["value"].astype(np.float64)
+    limit_values = {m: np.where(metric_id == _METRIC_IDS.get(m, -1), value, np.nan)
+                    for m in suite.params.limits}
     fused = Fusion(limits=suite.params.limits).combine(scores, limit_values)
-    out["score"] = fused["score"].to_numpy()
-    out["severity"] = fused["severity"].to_numpy()
-    out["reason"] = fused["reason"].to_numpy()
-    out["fired_by"] = fused["fired_by"].to_numpy()
-    return out
+    for column in ("score", "severity", "reason", "fired_by"):
+        out[column] = fused[column].to_numpy()
+    # copy=False: no consolidation of ~20 columns into blocks (a copy of every column that
+    # cost as much as the detectors on a day of readings).
+    return pd.DataFrame(out, copy=False)
 
 
 def detect_gaps(readings: pd.DataFrame, devices: pd.DataFrame, start: datetime, end: datetime,

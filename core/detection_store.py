@@ -54,7 +54,8 @@ def replace_scores(conn: psycopg.Connection, start: datetime, end: datetime,
                "baseline_std", "score", "is_anomaly", "severity", "reason", "contributions"]
     frame = scores.reindex(columns=columns)
     # CSV through pandas' C writer: an empty unquoted field is NULL (NaN, None).
-    payload = frame.to_csv(index=False, header=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z")
+    # pandas' own ISO format (no date_format: a format string is applied per value)
+    payload = frame.to_csv(index=False, header=False)
     with conn.cursor().copy(
         f"COPY telemetry.scores ({', '.join(columns)}) FROM STDIN (FORMAT csv)"
     ) as copy:

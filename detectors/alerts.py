@@ -39,6 +39,7 @@ re-run batch is harmless; late points cannot rewrite history).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, fields, replace
@@ -189,7 +190,11 @@ def _points(ts: Any, score: Any, severity: Any) -> _Points:
     s = np.asarray(score, dtype=np.float64)
     if s.shape != t.shape:
         raise ValueError("ts and score must have the same length")
-    sev = _severity_ranks(severity, len(t))
+    return _valid(t, s, _severity_ranks(severity, len(t)))
+
+
+def _valid(t: npt.NDArray[np.int64], s: npt.NDArray[np.float64],
+           sev: npt.NDArray[np.int8]) -> _Points:
     keep = ~np.isnan(s)
     t, s, sev = t[keep], s[keep], sev[keep]
     if len(t) > 1 and not (np.diff(t) > 0).all():
@@ -531,8 +536,12 @@ def advance(
     Points with ``ts <= state.last_ts`` are skipped as already seen. Splitting a series into
     consecutive calls gives the same transitions and final state as one call.
     """
+    return _advance(state, _points(ts, score, severity), policy)
+
+
+def _advance(state: AlertState | None, p: _Points, policy: AlertPolicy
+             ) -> tuple[AlertState, list[Transition]]:
     old = state or AlertState()
-    p = _points(ts, score, severity)
     seen = _ns(old.last_ts)
     if seen is not None:
         keep = p.t > seen
@@ -568,26 +577,35 @@ def advance_many(
     """
     key_cols = [keys] if isinstance(keys, str) else list(keys)
     new_states = dict(states)
-    parts: list[pd.DataFrame] = []
     ordered = frame.sort_values([*key_cols, "ts"], kind="stable")
-    grouped = ordered.groupby(keys if isinstance(keys, str) else key_cols, sort=False)
-    for key, group in grouped:
-        severity = group["severity"].to_numpy() if "severity" in group else None
-        new_states[key], found = advance(
-            states.get(key), group["ts"], group["score"].to_numpy(), severity, policy
-        )
-        if found:
-            part = transitions_frame(found)
-            values = key if len(key_cols) > 1 else (key,)
-            for column, value in zip(key_cols, values, strict=True):
-                part.insert(key_cols.index(column), column, [value] * len(part))
-            parts.append(part)
-    if not parts:
-        empty = transitions_frame([])
-        for position, column in enumerate(key_cols):
-            empty.insert(position, column, pd.Series([], dtype=object))
-        return new_states, empty
-    return new_states, pd.concat(parts, ignore_index=True)
+    if ordered[key_cols].isna().to_numpy().any():  # as groupby: rows without a key are skipped
+        ordered = ordered[ordered[key_cols].notna().all(axis=1)]
+    # Timestamps, scores and severity ranks once for the whole frame, then one slice per key
+    # (pandas' groupby and a per-key severity map were most of a day's alert pass).
+    t = _ts_ns(ordered["ts"])
+    s = ordered["score"].to_numpy(dtype=np.float64)
+    sev = _severity_ranks(ordered["severity"].to_numpy() if "severity" in ordered else None,
+                          len(t))
+    key_values = [ordered[c].to_numpy() for c in key_cols]
+    changed = np.zeros(len(t), dtype=bool)
+    changed[:1] = True
+    for values in key_values:
+        changed[1:] |= values[1:] != values[:-1]
+    bounds = [*np.flatnonzero(changed), len(t)]
+    found_keys: list[tuple[Any, ...]] = []
+    found: list[Transition] = []
+    for a, b in itertools.pairwise(bounds):
+        values = tuple(v[a] for v in key_values)
+        key = values if len(key_cols) > 1 else values[0]
+        new_states[key], moved = _advance(states.get(key), _valid(t[a:b], s[a:b], sev[a:b]),
+                                          policy)
+        found_keys += [values] * len(moved)
+        found += moved
+    out = transitions_frame(found)
+    for position, column in enumerate(key_cols):
+        out.insert(position, column, pd.Series([k[position] for k in found_keys],
+                                               dtype=object if not found else None))
+    return new_states, out
 
 
 def _manual(kind: str, state: AlertState, by: str, note: str | None, ts: Any) -> Transition:

@@ -31,6 +31,9 @@ from sklearn.base import BaseEstimator
 from detectors.base import ALARM
 
 SEVERITIES: tuple[str, ...] = ("none", "low", "medium", "high", "critical")
+_SEVERITY_OF_RULE = np.array(["critical", "high", "high", "medium", "low", "none"], dtype=object)
+_REASON_OF_RULE = np.array(
+    ["limit+detector", "limit", "multi-detector", "strong-detector", "detector", ""], dtype=object)
 
 
 def _join(names: list[str], masks: list[np.ndarray], n: int) -> np.ndarray:
@@ -104,23 +107,21 @@ class Fusion(BaseEstimator):
             (n_fired == 1) & (top >= self.strong),
             n_fired == 1,
         ]
-        severity = np.select(
-            conditions, ["critical", "high", "high", "medium", "low"], default="none"
-        )
-        reason = np.select(
-            conditions,
-            ["limit+detector", "limit", "multi-detector", "strong-detector", "detector"],
-            default="",
-        )
+        # Rule number per row (first rule that holds; 5 = none), then names by lookup: np.select
+        # over string arrays was a third of fusing a day of readings.
+        rule = np.select(conditions, np.arange(5), default=5)
+        severity = _SEVERITY_OF_RULE[rule]
+        reason = _REASON_OF_RULE[rule]
         return pd.DataFrame(
             {
                 "score": fused,
-                "severity": severity.astype(object),
-                "reason": reason.astype(object),
+                "severity": severity,
+                "reason": reason,
                 "fired_by": _join(names, list(fired), n),
                 "breached": _join(lim_names, list(breached), n),
                 "n_fired": n_fired.astype(np.int64),
-            }
+            },
+            copy=False,  # fresh arrays: no need to consolidate them into blocks
         )
 
     __call__ = combine

@@ -87,6 +87,27 @@ def _robust_table(
     return stats
 
 
+def _find(sub: pd.DataFrame, keys: pd.Series, bucket: np.ndarray) -> np.ndarray:
+    """Position in `sub` (rows of unique key, bucket) of each (key, bucket) pair, -1 where
+    absent."""
+    if not len(sub):
+        return np.full(len(keys), -1, dtype=np.int64)
+    if not isinstance(keys.dtype, pd.CategoricalDtype):
+        index = pd.MultiIndex.from_arrays([sub["key"].to_numpy(), sub["bucket"].to_numpy()])
+        return index.get_indexer(pd.MultiIndex.from_arrays([keys.to_numpy(), bucket]))
+    # Categorical keys (as core.detection builds them): a dense (key x bucket) grid indexed by
+    # category code, so no row's key is hashed.
+    table_keys = pd.Index(sub["key"].unique())
+    buckets = sub["bucket"].to_numpy(np.int64)
+    width = int(max(buckets.max(), bucket.max(initial=0))) + 1
+    grid = np.full((len(table_keys) + 1, width), -1, dtype=np.int64)  # last row: no such key
+    grid[table_keys.get_indexer(sub["key"].to_numpy()), buckets] = np.arange(len(sub))
+    key_of_code = table_keys.get_indexer(keys.cat.categories.astype(object))
+    key_of_code = np.append(np.where(key_of_code < 0, len(table_keys), key_of_code),
+                            len(table_keys))  # code -1 (missing) -> the last entry
+    return grid[key_of_code[keys.cat.codes.to_numpy(np.int64)], bucket]
+
+
 class SeasonalZScore(Detector):
     """Robust z-score against per-series (group fallback) time-of-week baselines."""
 
@@ -143,13 +164,16 @@ class SeasonalZScore(Detector):
             if col not in X.columns:
                 continue
             sub = table[table["level"].to_numpy() == level]
-            index = pd.MultiIndex.from_arrays([sub["key"].to_numpy(), sub["bucket"].to_numpy()])
-            want = pd.MultiIndex.from_arrays([X[col].to_numpy(), bucket])
-            found = index.get_indexer(want) if len(sub) else np.full(len(X), -1)
+            found = _find(sub, X[col], bucket)
             take = (pos < 0) & (found >= 0)
             pos[take] = sub.index.to_numpy()[found[take]]
             status[take] = level
         return pos, status
+
+    def score_with_status(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """decision_function and baseline_status of X from one lookup."""
+        pos, status = self._lookup(X)
+        return self._score(X, pos) / self.threshold, status.astype(str)
 
     def baseline_status(self, X: pd.DataFrame) -> np.ndarray:
         """Per row: "series", "group" or "insufficient_history" (score NaN)."""
@@ -157,7 +181,9 @@ class SeasonalZScore(Detector):
 
     def score_samples(self, X: pd.DataFrame) -> np.ndarray:
         """Raw robust |z| against the row's baseline; NaN at NaN values and without history."""
-        pos, _ = self._lookup(X)
+        return self._score(X, self._lookup(X)[0])
+
+    def _score(self, X: pd.DataFrame, pos: np.ndarray) -> np.ndarray:
         table = self.baselines_
         have = pos >= 0
         med = np.full(len(pos), np.nan)

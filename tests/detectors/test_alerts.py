@@ -377,3 +377,29 @@ def test_batch_split_invariance(data: tuple, policy: AlertPolicy) -> None:
         pieces += found
     assert pieces == whole
     assert state == whole_state
+
+
+def test_advance_many_equals_advance_per_key_whatever_the_row_order() -> None:
+    rng = np.random.default_rng(17)
+    n = 3000
+    frame = pd.DataFrame({
+        "device_id": rng.integers(1, 6, n),
+        "metric": rng.choice(["co2", "humidity", "temperature"], n),
+        "ts": T0 + pd.to_timedelta(rng.permutation(n) * 10, unit="s"),
+        "score": np.where(rng.random(n) < 0.05, np.nan, rng.gamma(1.0, 0.4, n)),
+        "severity": rng.choice(list(SEVERITIES), n),
+    })
+    frame.loc[7, "device_id"] = None  # no key: skipped, as pandas' groupby skips it
+    keys = ["device_id", "metric"]
+    states, transitions = advance_many({}, frame, keys=keys)
+    keyed = frame.dropna(subset=keys)
+    assert len(states) == keyed[keys].drop_duplicates().shape[0]
+    for (device, metric), rows in keyed.sort_values("ts").groupby(keys):
+        state, found = advance(None, rows["ts"], rows["score"].to_numpy(),
+                               rows["severity"].to_numpy())
+        assert states[(device, metric)] == state
+        mine = transitions[(transitions["device_id"] == device)
+                           & (transitions["metric"] == metric)]
+        assert mine["kind"].tolist() == [t.kind for t in found]
+        assert mine["ts"].tolist() == [t.ts for t in found]
+    assert len(transitions) > 50

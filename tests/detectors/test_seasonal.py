@@ -82,3 +82,24 @@ def test_flat_bucket_gets_a_finite_floor() -> None:
     s = det.decision_function(night)
     assert np.isfinite(s).all()
     assert det.decision_function(frame.iloc[[0]])[0] == 0.0
+
+
+def test_categorical_keys_look_up_the_same_baselines_as_strings() -> None:
+    # The suite passes categoricals (looked up on a dense code grid); plain strings take the
+    # MultiIndex path. Unseen keys, a missing key and a category absent from the rows included.
+    train = pd.concat([_frame(14, "d1:co2"), _frame(7, "d2:co2")], ignore_index=True)
+    det = SeasonalZScore(min_samples=24).fit(train)
+    friday = datetime(2026, 1, 23, tzinfo=UTC)
+    new = pd.concat([_frame(2, "d1:co2", start=friday), _frame(2, "d2:co2", start=friday),
+                     _frame(2, "d9:co2", start=friday),
+                     _frame(1, "d9:hum", group="humidity", start=friday)], ignore_index=True)
+    new.loc[5, ["series", "group"]] = None
+    as_categories = new.assign(
+        series=pd.Categorical(new["series"], categories=["zz:none", *sorted(
+            new["series"].dropna().unique())]),
+        group=pd.Categorical(new["group"]))
+    score, status = det.score_with_status(as_categories)
+    np.testing.assert_array_equal(score, det.decision_function(new))
+    np.testing.assert_array_equal(status, det.baseline_status(new))
+    assert set(status) == {"series", "group", "insufficient_history"}
+    assert status[5] == "insufficient_history" and np.isnan(score[5])
