@@ -24,6 +24,13 @@ from bench.compute_stages import fleet_window
 from bench.results import StageResult
 
 T = TypeVar("T")
+COPY_ROW = np.dtype([  # a binary COPY row of (device_id, metric_id, ts, value)
+    ("ncols", ">i2"),
+    ("l_device", ">i4"), ("device_id", ">i4"),
+    ("l_metric", ">i4"), ("metric_id", ">i2"),
+    ("l_ts", ">i4"), ("ts", ">i8"),
+    ("l_value", ">i4"), ("value", ">f8"),
+])
 KPI_SELECT = ["--select", "+fct_kpi_15m", "+fct_kpi_1h"]  # the 3 grains (5m, 15m, 1h)
 KPI_SQL = (
     "CREATE TEMP TABLE ref_kpi_5m AS SELECT device_id, metric_id,"
@@ -152,7 +159,7 @@ def dbt_full_stage(start: datetime, end: datetime, rows: int, refs: Refs) -> Sta
 
 def read_stage(start: datetime, end: datetime, refs: Refs) -> StageResult:
     from core import db
-    from core.readback import _ROW, read_readings
+    from core.readback import read_readings
 
     frame, seconds = timed(lambda: read_readings(start, end))
 
@@ -164,7 +171,7 @@ def read_stage(start: datetime, end: datetime, refs: Refs) -> StageResult:
                     " WHERE ts >= %s AND ts < %s) TO STDOUT (FORMAT binary)", (start, end)) as cp:
                 while chunk := cp.read():
                     buffer += chunk
-        return len(np.frombuffer(memoryview(buffer)[19:-2], dtype=_ROW))
+        return len(np.frombuffer(memoryview(buffer)[19:-2], dtype=COPY_ROW))
 
     ref_rows, ref = timed(raw)
     if ref_rows != len(frame):

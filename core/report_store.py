@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from core import readback
 from core.settings import get_settings
 
 ORIGIN = "timestamptz '2000-01-01 00:00:00+00'"
@@ -100,12 +101,7 @@ def alert_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> pd
 def device_readings(conn: psycopg.Connection, device_id: int, start: datetime, end: datetime
                     ) -> pd.DataFrame:
     """One device's readings in [start, end) in the shape core.readback returns."""
-    frame = _frame(conn, "SELECT device_id, metric_id, ts, value FROM telemetry.readings"
-                         " WHERE device_id = %s AND ts >= %s AND ts < %s"
-                         " ORDER BY device_id, metric_id, ts", (device_id, start, end),
-                   columns=["device_id", "metric_id", "ts", "value"])
-    return frame.astype({"device_id": "int32", "metric_id": "int16", "value": "float64"}
-                        ).assign(ts=pd.to_datetime(frame["ts"], utc=True))
+    return readback.read_readings(start, end, device_ids=[device_id], conn=conn)
 
 
 def device_labels(conn: psycopg.Connection, device_id: int, start: datetime, end: datetime

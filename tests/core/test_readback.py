@@ -26,6 +26,9 @@ def test_read_back_equals_loaded_rows_and_shards_partition_devices(conn):
     assert got["value"].tolist() == stored["value"].tolist()
     assert got["ts"].tolist() == pd.to_datetime(stored["ts"], utc=True).tolist()
     assert got["device_id"].tolist() == stored["device_id"].tolist()
+    assert got["metric_id"].tolist() == stored["metric_id"].tolist()
+    assert got.dtypes.astype(str).tolist() == ["int32", "int16", "datetime64[ns, UTC]", "float64"]
+    assert readback.read_readings(END, END + pd.Timedelta(hours=1)).empty
     parts = [readback.read_readings(START, END, shard=i, shards=3) for i in range(3)]
     assert sum(len(p) for p in parts) == len(got)
     assert set().union(*(set(p["device_id"]) for p in parts)) == set(got["device_id"])
