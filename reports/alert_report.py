@@ -144,6 +144,13 @@ def _naive(values: Any) -> pd.Series:
     return pd.to_datetime(pd.Series(values), utc=True).dt.tz_localize(None)
 
 
+def _stamps(values: Any) -> np.ndarray:
+    """UTC timestamps as ISO strings (millisecond precision) for a date axis: a fixed-width
+    string array, which plotly copies in one piece, where an array of timestamps is copied
+    element by element (most of drawing a report's figures)."""
+    return np.datetime_as_string(_naive(values).to_numpy("datetime64[ms]"), unit="ms")
+
+
 def _y_range(s: pd.DataFrame, limit: float | None) -> list[float] | None:
     """Fit the values; let the band widen the view by at most one value span each side, so a
     very wide band does not flatten the series into a line."""
@@ -163,12 +170,24 @@ def _y_range(s: pd.DataFrame, limit: float | None) -> list[float] | None:
     return [lo - pad, hi + pad]
 
 
+def _span(x0: pd.Timestamp, x1: pd.Timestamp, **style: Any) -> dict[str, Any]:
+    """A full-height band over [x0, x1] (what add_vrect draws)."""
+    return {"type": "rect", "xref": "x", "yref": "paper", "x0": _naive([x0])[0],
+            "x1": _naive([x1])[0], "y0": 0, "y1": 1, **style}
+
+
+def _note(text: str, color: str, *, x: Any, y: float, yanchor: str, xref: str = "x",
+          xanchor: str = "left", yref: str = "paper") -> dict[str, Any]:
+    return {"text": text, "x": x, "xref": xref, "xanchor": xanchor, "y": y, "yref": yref,
+            "yanchor": yanchor, "showarrow": False, "font": {"color": color, "size": 11}}
+
+
 def alert_figure(plot: AlertPlot) -> go.Figure:
     alert, s = plot.alert, plot.series
     metric = str(alert["metric"])
     anomalous = (s["score"] >= 1.0).to_numpy()
     t = figures.thin(s, MAX_POINTS, keep=anomalous)
-    x = _naive(t["ts"])
+    x = _stamps(t["ts"])
     fig = go.Figure()
     fig.add_scatter(x=x, y=t["upper"], mode="lines", line={"width": 0}, hoverinfo="skip",
                     showlegend=False)
@@ -182,34 +201,38 @@ def alert_figure(plot: AlertPlot) -> go.Figure:
                     line={"color": "#1f2937", "width": 1.3},
                     hovertemplate="%{x|%H:%M:%S} %{y:.4g}<extra></extra>")
     a = s[anomalous]
-    fig.add_scatter(x=_naive(a["ts"]), y=a["value"], mode="markers",
+    fig.add_scatter(x=_stamps(a["ts"]), y=a["value"], mode="markers",
                     name="anomalous (fused score ≥ 1)",
                     marker={"color": "#dc2626", "size": 7, "line": {"color": "white",
                                                                    "width": 1}},
                     customdata=np.c_[a["score"].round(2), a["fired_by"].fillna("")],
                     hovertemplate="%{x|%H:%M:%S} %{y:.4g}<br>score %{customdata[0]}"
                                   " (%{customdata[1]})<extra></extra>")
+    # Shapes and their notes as plain layout entries: plotly's add_vrect/add_hline re-validate
+    # the whole layout per call (two thirds of drawing the report's 20 alerts).
+    shapes: list[dict[str, Any]] = []
+    notes: list[dict[str, Any]] = []
     if plot.limit is not None:
-        fig.add_hline(y=plot.limit, line={"color": "#b91c1c", "width": 1, "dash": "dash"},
-                      annotation_text=f"limit {plot.limit:g}", annotation_position="top right",
-                      annotation_font={"color": "#b91c1c", "size": 11})
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y",
+                       "y0": plot.limit, "y1": plot.limit,
+                       "line": {"color": "#b91c1c", "width": 1, "dash": "dash"}})
+        notes.append(_note(f"limit {plot.limit:g}", "#b91c1c", x=1, xref="paper",
+                           xanchor="right", y=plot.limit, yref="y", yanchor="bottom"))
     lo, hi = s["ts"].min(), s["ts"].max()
     for label in plot.labels.itertuples(index=False):
         x0, x1 = max(pd.Timestamp(label.start_ts), lo), min(pd.Timestamp(label.end_ts), hi)
         if x0 >= x1:
             x1 = x0 + pd.Timedelta(seconds=10)  # keep an instant visible
-        fig.add_vrect(x0=_naive([x0])[0], x1=_naive([x1])[0], fillcolor="#16a34a",
-                      opacity=0.16, line_width=0, layer="below",
-                      annotation_text=f"labeled {label.anomaly_type}",
-                      annotation_position="top left",
-                      annotation_font={"color": "#166534", "size": 11})
+        shapes.append(_span(x0, x1, fillcolor="#16a34a", opacity=0.16, line={"width": 0},
+                            layer="below"))
+        notes.append(_note(f"labeled {label.anomaly_type}", "#166534", x=_naive([x0])[0],
+                           y=1, yanchor="top"))
     opened, end = pd.Timestamp(alert["opened_at"]), min(alert_end(alert), hi)
-    fig.add_vrect(x0=_naive([opened])[0], x1=_naive([max(end, opened)])[0],
-                  fillcolor="rgba(220, 38, 38, 0.05)",
-                  line={"color": "#dc2626", "width": 1, "dash": "dash"},
-                  annotation_text=f"alert #{alert['alert_id']}",
-                  annotation_position="bottom left",
-                  annotation_font={"color": "#b91c1c", "size": 11})
+    shapes.append(_span(opened, max(end, opened), fillcolor="rgba(220, 38, 38, 0.05)",
+                        line={"color": "#dc2626", "width": 1, "dash": "dash"}))
+    notes.append(_note(f"alert #{alert['alert_id']}", "#b91c1c", x=_naive([opened])[0], y=0,
+                       yanchor="bottom"))
+    fig.update_layout(shapes=shapes, annotations=notes)
     fig.update_xaxes(hoverformat="%Y-%m-%d %H:%M:%S", tickformat="%H:%M\n%b %d")
     fig.update_yaxes(title_text=metric, range=_y_range(s, plot.limit))
     fig.update_layout(hovermode="closest", margin={"t": 30})
