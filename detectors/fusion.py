@@ -83,22 +83,21 @@ class Fusion(BaseEstimator):
             raise ValueError("scores and values must all have the same length")
         n = lengths.pop() if lengths else 0
 
-        det = np.vstack(cols) if cols else np.empty((0, n))
+        # Column by column (no stacked copies): the same values as nanmax over the stack,
+        # which numpy computes as this fmax chain.
         with np.errstate(invalid="ignore"):
-            fired = det >= ALARM
-            raw = (
-                np.vstack(lim_cols) / np.array([limits[m] for m in lim_names])[:, None]
-                if lim_cols
-                else np.empty((0, n))
-            )
-            breached = raw > 1.0
-        both = np.vstack([det, raw])
+            fired = [c >= ALARM for c in cols]
+            raw = [c / limits[m] for c, m in zip(lim_cols, lim_names, strict=True)]
+            breached = [r > 1.0 for r in raw]
         fused = np.full(n, np.nan)
-        some = ~np.isnan(both).all(axis=0) if both.size else np.zeros(n, dtype=bool)
-        fused[some] = np.nanmax(both[:, some], axis=0)
-        n_fired = fired.sum(axis=0)
-        any_breach = breached.any(axis=0)
-        top = np.nanmax(np.where(fired, det, -np.inf), axis=0) if cols else np.full(n, -np.inf)
+        for column in cols + raw:
+            np.fmax(fused, column, out=fused)
+        n_fired = np.zeros(n, dtype=np.int64)
+        top = np.full(n, -np.inf)
+        for column, hit in zip(cols, fired, strict=True):
+            n_fired += hit
+            np.maximum(top, np.where(hit, column, -np.inf), out=top)
+        any_breach = np.logical_or.reduce(breached) if breached else np.zeros(n, dtype=bool)
 
         conditions = [
             any_breach & (n_fired >= 1),
@@ -117,8 +116,8 @@ class Fusion(BaseEstimator):
                 "score": fused,
                 "severity": severity,
                 "reason": reason,
-                "fired_by": _join(names, list(fired), n),
-                "breached": _join(lim_names, list(breached), n),
+                "fired_by": _join(names, fired, n),
+                "breached": _join(lim_names, breached, n),
                 "n_fired": n_fired.astype(np.int64),
             },
             copy=False,  # fresh arrays: no need to consolidate them into blocks
