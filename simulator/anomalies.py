@@ -200,6 +200,7 @@ def apply_events(
     if eff.size == 0:
         return
     k = s_in[eff] + (np.arange(eff.size) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+    stuck_at = _stuck_values(events, ev, m, s, seed=seed, epoch_s=epoch_s, interval_s=interval_s)
     ev, m, s, e = ev[eff], m[eff], s[eff], e[eff]
     dev = events.device_id[ev]
     pos = ((dev - device_lo) * n_met + m) * n_tick + (k - tick_lo)
@@ -226,14 +227,30 @@ def apply_events(
             np.maximum.at(flat_values, p, _THRESHOLD[m[sel]])
             np.add.at(flat_values, p, size[sel])
         elif name == "stuck":
-            start_ts = epoch_s + s[sel] * interval_s
-            stuck = np.empty(p.size)
-            for mi in np.unique(m[sel]):
-                one = m[sel] == mi
-                stuck[one] = clean_values(seed, int(mi) + 1, dev[sel][one], start_ts[one])
-            flat_values[p] = stuck
+            flat_values[p] = stuck_at[eff[sel]]
         else:  # dropout
             flat_dropped[p] = True
+
+
+def _stuck_values(
+    events: Events,
+    ev: npt.NDArray[np.int64],
+    m: npt.NDArray[np.int64],
+    start_tick: npt.NDArray[np.int64],
+    *,
+    seed: int,
+    epoch_s: int,
+    interval_s: int,
+) -> npt.NDArray[np.float64]:
+    """Per effect (event ev, metric index m): the clean value at the event's first tick, the
+    one a stuck sensor repeats (NaN for other types). Computed once per effect, not per tick."""
+    out = np.full(len(ev), np.nan)
+    stuck = events.type_code[ev] == _CODE["stuck"]
+    start_ts = epoch_s + start_tick * interval_s
+    for mi in np.unique(m[stuck]):
+        one = stuck & (m == mi)
+        out[one] = clean_values(seed, int(mi) + 1, events.device_id[ev[one]], start_ts[one])
+    return out
 
 
 def labels_frame(

@@ -16,6 +16,7 @@ is emitted (or, for duplicate, emits a second copy); the fault record describes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +38,7 @@ FAULT_TYPES: tuple[str, ...] = (
 )
 NO_FAULT = len(FAULT_TYPES)
 _CODE = {name: code for code, name in enumerate(FAULT_TYPES)}
+DUPLICATE = _CODE["duplicate"]  # the one fault that emits a second row instead of changing one
 UNKNOWN_DEVICE_BASE = 900_000
 _MS = 1_000_000  # ns per ms
 # Latest arrival after ts of any row (late: < 100 min); windows look back this far for stragglers.
@@ -76,10 +78,32 @@ def reading_hash(
     return hash64(seed, Stream.READING, device_id, metric_id, ts_s)
 
 
+def _edges(config: FaultConfig) -> npt.NDArray[np.float64]:
+    return np.cumsum(config.rates())
+
+
 def classify(h: U64, config: FaultConfig) -> npt.NDArray[np.int8]:
     """Fault code per reading (NO_FAULT for most)."""
-    edges = np.cumsum(config.rates())
-    return np.searchsorted(edges, uniform(h), side="right").astype(np.int8)
+    return np.searchsorted(_edges(config), uniform(h), side="right").astype(np.int8)
+
+
+def fault_threshold(config: FaultConfig) -> np.uint64:
+    """classify(h) != NO_FAULT exactly when h < this: one integer compare per reading instead of
+    a float conversion and a search, so the few faulted readings can be picked out first.
+
+    uniform(h) = (h >> 11) / 2^53 < total  <=>  h >> 11 < ceil(total x 2^53)  (h >> 11 is whole
+    and the scaling by 2^53 is exact)  <=>  h < ceil(total x 2^53) x 2^11.
+    """
+    return np.uint64(math.ceil(float(_edges(config)[-1]) * 2.0**53) << 11)
+
+
+JITTER_BITS = 0x7FF  # the hash bits a reading's jitter comes from
+
+
+def jitter_ms_table(interval_s: int) -> npt.NDArray[np.int64]:
+    """Jitter in whole ms for each value of the hash's low 11 bits (see jitter_ns)."""
+    max_ms = min(2000, interval_s * 500)
+    return np.arange(JITTER_BITS + 1, dtype=np.int64) * max_ms // 2048
 
 
 def jitter_ns(h: U64, interval_s: int) -> npt.NDArray[np.int64]:
@@ -87,8 +111,7 @@ def jitter_ns(h: U64, interval_s: int) -> npt.NDArray[np.int64]:
 
     Taken from the hash's low 11 bits, which the fault draw (top 53 bits) does not use.
     """
-    max_ms = min(2000, interval_s * 500)
-    return ((h & np.uint64(0x7FF)).astype(np.int64) * max_ms // 2048) * _MS
+    return jitter_ms_table(interval_s)[h & np.uint64(JITTER_BITS)] * _MS
 
 
 @dataclass(frozen=True)
@@ -181,26 +204,29 @@ def _detail(
 
 def faults_frame(rows: FaultedRows, seed: int) -> pd.DataFrame:
     """One record per emitted faulted row; ids name the original reading, so they are stable."""
-    ts_s = rows.ts_ns // 1_000_000_000
     names = np.array(FAULT_TYPES, dtype=object)[rows.code]
+    # Formatting is per row; iterate Python scalars (tolist): formatting numpy scalars took
+    # ~2.5x as long. The strings are the same.
+    dev, metric = rows.device_id.tolist(), rows.metric_id.tolist()
     ids = [
         f"s{seed}-d{d}-m{m}-t{t}-{n}"
-        for d, m, t, n in zip(rows.device_id, rows.metric_id, ts_s, names, strict=True)
-    ]
-    details = [
-        _detail(int(c), int(d), int(sd), int(m), int(t), int(et), float(v), int(a))
-        for c, d, sd, m, t, et, v, a in zip(
-            rows.code,
-            rows.device_id,
-            rows.emit_device_id,
-            rows.metric_id,
-            rows.ts_ns,
-            rows.emit_ts_ns,
-            rows.emit_value,
-            rows.arrival_ns,
-            strict=True,
+        for d, m, t, n in zip(
+            dev, metric, (rows.ts_ns // 1_000_000_000).tolist(), names.tolist(), strict=True
         )
     ]
+    details = list(
+        map(
+            _detail,
+            rows.code.tolist(),
+            dev,
+            rows.emit_device_id.tolist(),
+            metric,
+            rows.ts_ns.tolist(),
+            rows.emit_ts_ns.tolist(),
+            rows.emit_value.tolist(),
+            rows.arrival_ns.tolist(),
+        )
+    )
     return pd.DataFrame(
         {
             "fault_id": pd.Series(ids, dtype=object),

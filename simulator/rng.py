@@ -7,6 +7,7 @@ The hash is splitmix64's finalizer, folded over the keys, in wrapping uint64 ari
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import IntEnum
 
 import numpy as np
@@ -51,14 +52,31 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 31)
 
 
+# Elements per step of the elementwise chains below (mix, normal): their intermediates then
+# stay in the CPU cache instead of streaming a multi-MB array through memory once per
+# operation (mixing a million hashes: ~3x faster). A multiple of 64, so chunks start
+# vector-aligned like the whole array and every element takes the same code path: same bits.
+_CHUNK = 1 << 15
+
+
+def _chunks(n: int) -> Iterator[slice]:
+    return (slice(i, i + _CHUNK) for i in range(0, n, _CHUNK))
+
+
 def _mix(z: U64) -> U64:
-    # In place on a fresh array: the caller's arrays are never touched.
+    # In place on a fresh (so contiguous) array: the caller's arrays are never touched.
+    flat = z.reshape(-1)
+    for part in _chunks(flat.size):
+        _mix_chunk(flat[part])
+    return z
+
+
+def _mix_chunk(z: U64) -> None:
     z ^= z >> np.uint64(30)
     z *= np.uint64(_M1)
     z ^= z >> np.uint64(27)
     z *= np.uint64(_M2)
     z ^= z >> np.uint64(31)
-    return z
 
 
 def hash64(seed: int, stream: int, *keys: npt.ArrayLike) -> U64:
@@ -81,7 +99,28 @@ def uniform(h: U64) -> F64:
 
 
 def normal(h: U64) -> F64:
-    """Standard normal by Box-Muller, one hash per draw (32 bits for each uniform)."""
-    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * (2.0**-32)
-    u2 = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2.0**-32)
-    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    """Standard normal by Box-Muller, one hash per draw (32 bits for each uniform):
+    sqrt(-2 ln u1) x cos(2 pi u2), u1 = (hi32 + 0.5) / 2^32, u2 = lo32 / 2^32.
+
+    White noise on every reading is the simulator's largest cost, so this runs chunk by chunk
+    and in place: the same operations in the same order as the formula, so the same bits.
+    """
+    out = np.empty(np.shape(h))
+    flat_h, flat_out = np.ravel(h), out.reshape(-1)
+    for part in _chunks(flat_h.size):
+        _normal_chunk(flat_h[part], flat_out[part])
+    return out
+
+
+def _normal_chunk(h: U64, out: F64) -> None:
+    radius = (h >> np.uint64(32)).astype(np.float64)
+    radius += 0.5
+    radius *= 2.0**-32
+    np.log(radius, out=radius)
+    radius *= -2.0
+    np.sqrt(radius, out=radius)
+    angle = (h & np.uint64(0xFFFFFFFF)).astype(np.float64)
+    angle *= 2.0**-32
+    angle *= 2.0 * np.pi
+    np.cos(angle, out=angle)
+    np.multiply(radius, angle, out=out)

@@ -68,12 +68,18 @@ def smooth_noise(seed: int, stream: Stream, device_id: Ints, ts_s: Ints, period_
         # A (devices x times) grid: draw each (device, knot) once and gather; same draws as below.
         j0 = int(j.min())
         knots = normal(hash64(seed, stream, dev, np.arange(j0, int(j.max()) + 2)[None, :]))
-        z0, z1 = knots[:, j[0] - j0], knots[:, j[0] - j0 + 1]
+        # take, not knots[:, i]: that returns a Fortran-ordered array, slowing all that follows.
+        z0, z1 = np.take(knots, j[0] - j0, axis=1), np.take(knots, j[0] - j0 + 1, axis=1)
     else:
         z0 = normal(hash64(seed, stream, device_id, j))
         z1 = normal(hash64(seed, stream, device_id, j + 1))
+    # ((1 - w) z0 + w z1) / sqrt((1 - w)^2 + w^2), in place on the fresh z0, z1 (same bits).
     # Renormalise: a blend of two independent normals has variance (1-w)^2 + w^2 < 1.
-    return ((1.0 - w) * z0 + w * z1) / np.sqrt((1.0 - w) ** 2 + w**2)
+    z0 *= 1.0 - w
+    z1 *= w
+    z0 += z1
+    z0 /= np.sqrt((1.0 - w) ** 2 + w**2)
+    return z0
 
 
 def _white(seed: int, metric_id: int, device_id: Ints, ts_s: Ints) -> F64:
@@ -95,49 +101,81 @@ def expected_occupancy(seed: int, device_id: Ints, ts_s: Ints) -> F64:
     return np.maximum(capacity(seed, device_id) * office_presence(ts_s) * wander, 0.0)
 
 
+# How far each metric's expected occupancy lags the room's (air takes time to fill and warm).
+_LAG_CO2 = 1200  # ~20 min to build up
+_LAG_TEMPERATURE = 1800  # body heat, ~30 min
+_LAG_HUMIDITY = 900  # breath moisture
+_LAGS = (0, _LAG_CO2, _LAG_TEMPERATURE, _LAG_HUMIDITY)
+
+
 def occupancy(seed: int, device_id: Ints, ts_s: Ints) -> F64:
-    lam = expected_occupancy(seed, device_id, ts_s)
+    return _occupancy(seed, device_id, ts_s, expected_occupancy(seed, device_id, ts_s))
+
+
+def co2(seed: int, device_id: Ints, ts_s: Ints) -> F64:
+    ts = np.asarray(ts_s, dtype=np.int64)
+    return _co2(seed, device_id, ts, expected_occupancy(seed, device_id, ts - _LAG_CO2))
+
+
+def temperature(seed: int, device_id: Ints, ts_s: Ints) -> F64:
+    ts = np.asarray(ts_s, dtype=np.int64)
+    return _temperature(seed, device_id, ts, _trend(seed, device_id, ts))
+
+
+def humidity(seed: int, device_id: Ints, ts_s: Ints) -> F64:
+    ts = np.asarray(ts_s, dtype=np.int64)
+    occ = expected_occupancy(seed, device_id, ts - _LAG_HUMIDITY)
+    return _humidity(seed, device_id, ts, _trend(seed, device_id, ts), occ)
+
+
+# The metric formulas, given the expected occupancy (and temperature trend) they depend on, so
+# clean_grid can compute those shared parts once. Each keeps the exact operation order.
+def _occupancy(seed: int, device_id: Ints, ts_s: Ints, lam: F64) -> F64:
     # Poisson-like spread (sd ~ sqrt(mean)) that moves over minutes, not every tick.
     fast = smooth_noise(seed, Stream.SMOOTH_OCCUPANCY_FAST, device_id, ts_s, 600)
     x = lam + 0.8 * np.sqrt(lam) * fast + 0.3 * _white(seed, 4, device_id, ts_s)
     return np.maximum(x, 0.0)
 
 
-def co2(seed: int, device_id: Ints, ts_s: Ints) -> F64:
-    ts = np.asarray(ts_s, dtype=np.int64)
+def _co2(seed: int, device_id: Ints, ts: npt.NDArray[np.int64], occ: F64) -> F64:
     return (
         460.0
         + 12.0 * _device_normal(seed, Stream.OFFSET_CO2, device_id)
-        + 22.0 * expected_occupancy(seed, device_id, ts - 1200)  # ~20 min to build up
+        + 22.0 * occ
         + 15.0 * smooth_noise(seed, Stream.SMOOTH_CO2, device_id, ts, HOUR_S)
         + 6.0 * _white(seed, 1, device_id, ts)
     )
 
 
-def _temperature_trend(seed: int, device_id: Ints, ts: npt.NDArray[np.int64]) -> F64:
+def _trend(seed: int, device_id: Ints, ts: npt.NDArray[np.int64]) -> F64:
+    occ = expected_occupancy(seed, device_id, ts - _LAG_TEMPERATURE)
+    return _temperature_trend(seed, device_id, ts, occ)
+
+
+def _temperature_trend(seed: int, device_id: Ints, ts: npt.NDArray[np.int64], occ: F64) -> F64:
     outdoor = 0.9 * np.sin(2.0 * np.pi * (_hour(ts) - 9.0) / 24.0)  # warmest mid-afternoon
     return (
         20.6
         + 0.4 * _device_normal(seed, Stream.OFFSET_TEMPERATURE, device_id)
         + outdoor
         - 0.8 * (1.0 - _hvac_on(ts))  # setback at night and on weekends
-        + 0.2 * expected_occupancy(seed, device_id, ts - 1800)  # body heat, ~30 min lag
+        + 0.2 * occ
         + 0.3 * smooth_noise(seed, Stream.SMOOTH_TEMPERATURE, device_id, ts, 2 * HOUR_S)
     )
 
 
-def temperature(seed: int, device_id: Ints, ts_s: Ints) -> F64:
-    ts = np.asarray(ts_s, dtype=np.int64)
-    return _temperature_trend(seed, device_id, ts) + 0.05 * _white(seed, 2, device_id, ts)
+def _temperature(seed: int, device_id: Ints, ts: npt.NDArray[np.int64], trend: F64) -> F64:
+    return trend + 0.05 * _white(seed, 2, device_id, ts)
 
 
-def humidity(seed: int, device_id: Ints, ts_s: Ints) -> F64:
-    ts = np.asarray(ts_s, dtype=np.int64)
+def _humidity(
+    seed: int, device_id: Ints, ts: npt.NDArray[np.int64], trend: F64, occ: F64
+) -> F64:
     return (
         42.0
         + 2.5 * _device_normal(seed, Stream.OFFSET_HUMIDITY, device_id)
-        + 1.6 * (_temperature_trend(seed, device_id, ts) - 21.5)
-        + 0.35 * expected_occupancy(seed, device_id, ts - 900)  # breath moisture
+        + 1.6 * (trend - 21.5)
+        + 0.35 * occ
         + 2.0 * smooth_noise(seed, Stream.SMOOTH_HUMIDITY, device_id, ts, 3 * HOUR_S)
         + 0.3 * _white(seed, 3, device_id, ts)
     )
@@ -149,3 +187,38 @@ _BY_METRIC = {1: co2, 2: temperature, 3: humidity, 4: occupancy}
 def clean_values(seed: int, metric_id: int, device_id: Ints, ts_s: Ints) -> F64:
     """Unrounded normal value of one metric; device_id and ts_s broadcast against each other."""
     return _BY_METRIC[metric_id](seed, device_id, ts_s)
+
+
+def clean_grid(
+    seed: int, device_id: npt.NDArray[np.int64], ts_s: npt.NDArray[np.int64], step_s: int
+) -> F64:
+    """clean_values of metrics 1..4 on a (devices, metrics, times) grid, bit for bit.
+
+    ts_s is evenly spaced by step_s. Calling clean_values per metric evaluates the expected
+    occupancy four times and the temperature trend twice; here each is computed once.
+    """
+    dev, ts = device_id[:, None], ts_s[None, :]
+    occ = _lagged_occupancy(seed, dev, ts_s, step_s)
+    trend = _temperature_trend(seed, dev, ts, occ[_LAG_TEMPERATURE])
+    out = np.empty((len(device_id), 4, len(ts_s)))
+    out[:, 0] = _co2(seed, dev, ts, occ[_LAG_CO2])
+    out[:, 1] = _temperature(seed, dev, ts, trend)
+    out[:, 2] = _humidity(seed, dev, ts, trend, occ[_LAG_HUMIDITY])
+    out[:, 3] = _occupancy(seed, dev, ts, occ[0])
+    return out
+
+
+def _lagged_occupancy(
+    seed: int, dev: npt.NDArray[np.int64], ts_s: npt.NDArray[np.int64], step_s: int
+) -> dict[int, F64]:
+    """expected_occupancy at ts - lag for every lag in _LAGS, as (devices, times) arrays.
+
+    When the lags are whole steps, they are windows of one evaluation on a grid widened by the
+    largest lag (the values are elementwise, so a window equals a separate evaluation).
+    """
+    if not len(ts_s) or any(lag % step_s for lag in _LAGS):
+        return {lag: expected_occupancy(seed, dev, (ts_s - lag)[None, :]) for lag in _LAGS}
+    back = max(_LAGS) // step_s
+    wide = ts_s[0] + step_s * np.arange(-back, len(ts_s), dtype=np.int64)
+    occ = expected_occupancy(seed, dev, wide[None, :])
+    return {lag: occ[:, back - lag // step_s :][:, : len(ts_s)] for lag in _LAGS}

@@ -123,12 +123,13 @@ def test_empty_and_pre_install_ranges() -> None:
 
 
 def test_device_blocks_do_not_change_the_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Big fleets are computed in blocks of devices; the block size must not leak into the output.
+    # Big fleets and long ranges are computed in blocks of ticks; the block size must not leak
+    # into the output.
     module = importlib.import_module("simulator.simulate")
     config = busy(8, sites=1, zones_per_site=2, devices_per_zone=3)
     start, end = MONDAY + timedelta(hours=7), MONDAY + timedelta(hours=10)
     whole = simulate(config, start, end)
-    monkeypatch.setattr(module, "BLOCK_CELLS", 4 * 1000 * 2)  # ~2 devices a block
+    monkeypatch.setattr(module, "BLOCK_CELLS", 4 * 1000 * 2)  # ~333 ticks a block
     blocked = simulate(config, start, end)
     for part in ("readings", "labels", "faults"):
         pd.testing.assert_frame_equal(getattr(whole, part), getattr(blocked, part))
