@@ -1,5 +1,6 @@
-"""API benchmark: requests/s and latency of the REST API on one uvicorn worker, against a
-trivial endpoint of the same server (/health, no database) measured in the same run.
+"""API benchmark: requests/s and latency of the REST API on uvicorn (one worker unless
+--server-workers), against a trivial endpoint of the same server (/health, no database)
+measured in the same run.
 
     python -m bench.bench_api [--seconds 10] [--connections 32] [--ingest-batches 200]
 
@@ -73,12 +74,12 @@ def fill(hours: float) -> None:
             (END - timedelta(hours=hours), END))
 
 
-def start_server(url: str, port: int) -> subprocess.Popen:
+def start_server(url: str, port: int, server_workers: int = 1) -> subprocess.Popen:
     env = {**os.environ, "DATABASE_URL": url, "TELEMETRY_API_TOKEN": TOKEN}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host",
-         "127.0.0.1", "--port", str(port), "--workers", "1", "--log-level", "warning",
-         "--no-access-log"], env=env, start_new_session=True)
+         "127.0.0.1", "--port", str(port), "--workers", str(server_workers),
+         "--log-level", "warning", "--no-access-log"], env=env, start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -142,14 +143,14 @@ def ingest_batches(base: str, batches: int, workers: int) -> dict:
 
 
 def measure(seconds: int = 10, connections: int = 32, batches: int = 200, workers: int = 1,
-            hours: float = 3) -> dict:
+            hours: float = 3, server_workers: int = 1) -> dict:
     """Every endpoint's figures, from one server on a fresh scratch database."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: apt-get install -y wrk")
     with scratch_database("bench_api") as url:
         fill(hours)
         port = free_port()
-        server = start_server(url, port)
+        server = start_server(url, port, server_workers)
         try:
             base = f"http://127.0.0.1:{port}"
             results = {name: wrk(base + path, seconds, connections)
@@ -168,10 +169,12 @@ def main() -> None:
     parser.add_argument("--ingest-batches", type=int, default=200)
     parser.add_argument("--ingest-workers", type=int, default=1)
     parser.add_argument("--hours", type=float, default=3, help="simulated hours loaded")
+    parser.add_argument("--server-workers", type=int, default=1,
+                        help="uvicorn worker processes (telemetry api --workers)")
     args = parser.parse_args()
     try:
         results = measure(args.seconds, args.connections, args.ingest_batches,
-                          args.ingest_workers, args.hours)
+                          args.ingest_workers, args.hours, args.server_workers)
     except RuntimeError as exc:
         sys.exit(str(exc))
     reference = results[REFERENCE]["rps"]

@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="wrk duration per GET endpoint (default 10)")
     parser.add_argument("--api-batches", type=int, default=200,
                         help="1,000-row POST /readings batches (default 200)")
+    parser.add_argument("--api-workers", type=int, default=1,
+                        help="uvicorn worker processes of the API under test (default 1)")
     parser.add_argument("--out", type=Path, default=results.RESULTS_DIR,
                         help="where the result JSON goes (default bench/results)")
     args = parser.parse_args(argv)
@@ -68,10 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def api_results(seconds: int, batches: int) -> list[StageResult]:
+def api_results(seconds: int, batches: int, server_workers: int = 1) -> list[StageResult]:
     from bench import bench_api
 
-    figures = bench_api.measure(seconds=seconds, batches=batches)
+    figures = bench_api.measure(seconds=seconds, batches=batches, server_workers=server_workers)
     ref = figures[bench_api.REFERENCE]
     out = []
     for name, r in figures.items():
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace, console: Console) -> list[StageResult]:
         if "api" in parts:
             progress.update(overall, description=f"API (wrk, {args.api_seconds} s per endpoint)")
             try:
-                out += api_results(args.api_seconds, args.api_batches)
+                out += api_results(args.api_seconds, args.api_batches, args.api_workers)
             except RuntimeError as exc:  # e.g. no wrk: the other stages still count
                 console.print(f"[red]API part not measured: {exc}[/red]")
             progress.advance(overall)
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     stages = run(args, console)
     meta = {"at": at, "rows_requested": args.rows, "batch_rows": args.batch_rows,
-            "repeats": args.repeats, "skipped": args.skip, "machine": before,
+            "repeats": args.repeats, "skipped": args.skip, "api_workers": args.api_workers,
+            "machine": before,
             "load_average_after": results.machine()["load_average_1_5_15"],
             "total_seconds": round(time.perf_counter() - started, 1)}
     path = results.write(stages, meta, args.out)
