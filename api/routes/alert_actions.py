@@ -41,14 +41,21 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"])
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 LOOKBACK = timedelta(minutes=2)  # longer than a scoring transaction is expected to run
 RETRY_MS = 3000
-_streams = {"open": 0}  # open streams in this process (tests check disconnects end them)
-# Servers in several threads (tests, or uvicorn with threads) share the count: `+=` is not atomic.
 _streams_lock = threading.Lock()
 
 
-def _count_stream(delta: int) -> None:
+def open_streams(app: Any) -> int:
+    """Alert streams this app is serving now (tests check that a disconnect ends one)."""
+    return getattr(app.state, "open_streams", 0)
+
+
+def _count_stream(app: Any, delta: int) -> None:
+    # Per app, not per process: a stream of another app in the process (a test's, ending
+    # late on its own event loop) must not move this one's count. Under a lock: servers in
+    # several threads may share an app, and `+=` is not atomic.
     with _streams_lock:
-        _streams["open"] += delta
+        app.state.open_streams = open_streams(app) + delta
+
 
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **documented(AlertDetail),
@@ -150,7 +157,7 @@ async def _poll(request: Request, feed: _Feed, prime: bool) -> list[dict[str, An
 
 async def _events(request: Request, config: Settings, after: tuple[int, int] | None
                   ) -> AsyncIterator[bytes]:
-    _count_stream(1)
+    _count_stream(request.app, 1)
     try:
         # A resumed stream starts after its Last-Event-ID, a fresh one from what exists now:
         # read before the first byte, so a change a client makes after seeing it is sent.
@@ -173,7 +180,7 @@ async def _events(request: Request, config: Settings, after: tuple[int, int] | N
                 yield b": keep-alive\n\n"
                 quiet_since = time.monotonic()
     finally:
-        _count_stream(-1)
+        _count_stream(request.app, -1)
 
 
 @router.get("/alerts/stream", response_class=StreamingResponse,

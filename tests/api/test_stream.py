@@ -150,20 +150,23 @@ def _free_port() -> int:
 def test_the_stream_ends_when_the_client_disconnects(db, monkeypatch):
     monkeypatch.setenv("TELEMETRY_API_TOKEN", TOKEN)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port,
+    app = create_app()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         settle(lambda: server.started)
         url = f"http://127.0.0.1:{port}/api/v1/alerts/stream"
-        settle(lambda: alert_actions._streams["open"] == 0)  # streams of earlier tests
+        assert alert_actions.open_streams(app) == 0
         with httpx.stream("GET", url, timeout=WAIT) as response:
             assert response.status_code == 200
-            next(response.iter_lines())
-            assert alert_actions._streams["open"] == 1
-        settle(lambda: alert_actions._streams["open"] == 0)
+            # Hold the iterator: a dropped one, once collected, closes the connection.
+            lines = response.iter_lines()
+            next(lines)  # the stream is open...
+            assert alert_actions.open_streams(app) == 1  # counted before its first byte
+        # ...and no longer once the client has gone.
+        settle(lambda: alert_actions.open_streams(app) == 0)
     finally:
         server.should_exit = True
         thread.join(WAIT)
-
