@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import psycopg
 from markupsafe import Markup, escape
 
@@ -170,10 +169,23 @@ def _y_range(s: pd.DataFrame, limit: float | None) -> list[float] | None:
     return [lo - pad, hi + pad]
 
 
+def _label_rows(labels: pd.DataFrame) -> list[tuple[Any, Any, Any]]:
+    """(start_ts, end_ts, anomaly_type) per label; not itertuples, whose namedtuple class
+    costs ~1 ms to make each call."""
+    if labels.empty:
+        return []
+    return list(zip(labels["start_ts"], labels["end_ts"], labels["anomaly_type"], strict=True))
+
+
+def _iso(at: pd.Timestamp) -> str:
+    """One UTC time as a date axis takes it (as _stamps writes a column)."""
+    return str(_stamps([at])[0])
+
+
 def _span(x0: pd.Timestamp, x1: pd.Timestamp, **style: Any) -> dict[str, Any]:
     """A full-height band over [x0, x1] (what add_vrect draws)."""
-    return {"type": "rect", "xref": "x", "yref": "paper", "x0": _naive([x0])[0],
-            "x1": _naive([x1])[0], "y0": 0, "y1": 1, **style}
+    return {"type": "rect", "xref": "x", "yref": "paper", "x0": _iso(x0), "x1": _iso(x1),
+            "y0": 0, "y1": 1, **style}
 
 
 def _note(text: str, color: str, *, x: Any, y: float, yanchor: str, xref: str = "x",
@@ -182,34 +194,36 @@ def _note(text: str, color: str, *, x: Any, y: float, yanchor: str, xref: str = 
             "yanchor": yanchor, "showarrow": False, "font": {"color": color, "size": 11}}
 
 
-def alert_figure(plot: AlertPlot) -> go.Figure:
+def alert_figure(plot: AlertPlot) -> dict[str, Any]:
+    """The alert's window: value, trailing band, anomalous points, labels, limit (a spec)."""
     alert, s = plot.alert, plot.series
     metric = str(alert["metric"])
     anomalous = (s["score"] >= 1.0).to_numpy()
     t = figures.thin(s, MAX_POINTS, keep=anomalous)
     x = _stamps(t["ts"])
-    fig = go.Figure()
-    fig.add_scatter(x=x, y=t["upper"], mode="lines", line={"width": 0}, hoverinfo="skip",
-                    showlegend=False)
-    fig.add_scatter(x=x, y=t["lower"], mode="lines", line={"width": 0}, fill="tonexty",
-                    fillcolor="rgba(37, 99, 235, 0.13)", hoverinfo="skip",
-                    name=f"band: trailing mean ± {plot.threshold:g}\N{GREEK SMALL LETTER SIGMA}")
-    fig.add_scatter(x=x, y=t["baseline_mean"], mode="lines", name="trailing mean",
-                    line={"color": "#60a5fa", "width": 1, "dash": "dot"},
-                    hovertemplate="mean %{y:.4g}<extra></extra>")
-    fig.add_scatter(x=x, y=t["value"], mode="lines", name=metric,
-                    line={"color": "#1f2937", "width": 1.3},
-                    hovertemplate="%{x|%H:%M:%S} %{y:.4g}<extra></extra>")
     a = s[anomalous]
-    fig.add_scatter(x=_stamps(a["ts"]), y=a["value"], mode="markers",
-                    name="anomalous (fused score ≥ 1)",
-                    marker={"color": "#dc2626", "size": 7, "line": {"color": "white",
-                                                                   "width": 1}},
-                    customdata=np.c_[a["score"].round(2), a["fired_by"].fillna("")],
-                    hovertemplate="%{x|%H:%M:%S} %{y:.4g}<br>score %{customdata[0]}"
-                                  " (%{customdata[1]})<extra></extra>")
-    # Shapes and their notes as plain layout entries: plotly's add_vrect/add_hline re-validate
-    # the whole layout per call (two thirds of drawing the report's 20 alerts).
+    data = [
+        {"type": "scatter", "x": x, "y": t["upper"].to_numpy(), "mode": "lines",
+         "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False},
+        {"type": "scatter", "x": x, "y": t["lower"].to_numpy(), "mode": "lines",
+         "line": {"width": 0}, "fill": "tonexty", "fillcolor": "rgba(37, 99, 235, 0.13)",
+         "hoverinfo": "skip",
+         "name": f"band: trailing mean ± {plot.threshold:g}\N{GREEK SMALL LETTER SIGMA}"},
+        {"type": "scatter", "x": x, "y": t["baseline_mean"].to_numpy(), "mode": "lines",
+         "name": "trailing mean", "line": {"color": "#60a5fa", "width": 1, "dash": "dot"},
+         "hovertemplate": "mean %{y:.4g}<extra></extra>"},
+        {"type": "scatter", "x": x, "y": t["value"].to_numpy(), "mode": "lines",
+         "name": metric, "line": {"color": "#1f2937", "width": 1.3},
+         "hovertemplate": "%{x|%H:%M:%S} %{y:.4g}<extra></extra>"},
+        {"type": "scatter", "x": _stamps(a["ts"]), "y": a["value"].to_numpy(),
+         "mode": "markers", "name": "anomalous (fused score ≥ 1)",
+         "marker": {"color": "#dc2626", "size": 7, "line": {"color": "white", "width": 1}},
+         "customdata": [list(pair) for pair in zip(a["score"].round(2).tolist(),
+                                                    a["fired_by"].fillna("").tolist(),
+                                                    strict=True)],
+         "hovertemplate": "%{x|%H:%M:%S} %{y:.4g}<br>score %{customdata[0]}"
+                          " (%{customdata[1]})<extra></extra>"},
+    ]
     shapes: list[dict[str, Any]] = []
     notes: list[dict[str, Any]] = []
     if plot.limit is not None:
@@ -219,38 +233,40 @@ def alert_figure(plot: AlertPlot) -> go.Figure:
         notes.append(_note(f"limit {plot.limit:g}", "#b91c1c", x=1, xref="paper",
                            xanchor="right", y=plot.limit, yref="y", yanchor="bottom"))
     lo, hi = s["ts"].min(), s["ts"].max()
-    for label in plot.labels.itertuples(index=False):
-        x0, x1 = max(pd.Timestamp(label.start_ts), lo), min(pd.Timestamp(label.end_ts), hi)
+    for start, stop, kind in _label_rows(plot.labels):
+        x0, x1 = max(pd.Timestamp(start), lo), min(pd.Timestamp(stop), hi)
         if x0 >= x1:
             x1 = x0 + pd.Timedelta(seconds=10)  # keep an instant visible
         shapes.append(_span(x0, x1, fillcolor="#16a34a", opacity=0.16, line={"width": 0},
                             layer="below"))
-        notes.append(_note(f"labeled {label.anomaly_type}", "#166534", x=_naive([x0])[0],
-                           y=1, yanchor="top"))
+        notes.append(_note(f"labeled {kind}", "#166534", x=_iso(x0), y=1, yanchor="top"))
     opened, end = pd.Timestamp(alert["opened_at"]), min(alert_end(alert), hi)
     shapes.append(_span(opened, max(end, opened), fillcolor="rgba(220, 38, 38, 0.05)",
                         line={"color": "#dc2626", "width": 1, "dash": "dash"}))
-    notes.append(_note(f"alert #{alert['alert_id']}", "#b91c1c", x=_naive([opened])[0], y=0,
+    notes.append(_note(f"alert #{alert['alert_id']}", "#b91c1c", x=_iso(opened), y=0,
                        yanchor="bottom"))
-    fig.update_layout(shapes=shapes, annotations=notes)
-    fig.update_xaxes(hoverformat="%Y-%m-%d %H:%M:%S", tickformat="%H:%M\n%b %d")
-    fig.update_yaxes(title_text=metric, range=_y_range(s, plot.limit))
-    fig.update_layout(hovermode="closest", margin={"t": 30})
-    return figures.styled(fig, 340)
+    layout = {"shapes": shapes, "annotations": notes, "hovermode": "closest",
+              "margin": {"t": 30},
+              "xaxis": {"hoverformat": "%Y-%m-%d %H:%M:%S", "tickformat": "%H:%M\n%b %d"},
+              "yaxis": {"title": {"text": metric}, "range": _y_range(s, plot.limit)}}
+    return figures.spec(data, layout, 340)
 
 
-def pca_figure(shares: dict[str, float], metric: str) -> go.Figure:
+def pca_figure(shares: dict[str, float], metric: str) -> dict[str, Any]:
+    """Each metric's share of the PCA anomaly, the alert's metric in red (a spec)."""
     names = list(features.PCA_METRICS)
     values = [shares.get(m, np.nan) for m in names]
-    colors = ["#dc2626" if m == metric else "#94a3b8" for m in names]
-    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colors,
-                           text=[(MISSING if np.isnan(v) else f"{v:.0%}") for v in values],
-                           textposition="outside", cliponaxis=False,
-                           hovertemplate="%{y}: %{x:.1%}<extra></extra>"))
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", title_text="share of the PCA anomaly")
-    fig.update_yaxes(autorange="reversed")
-    fig.update_layout(showlegend=False, margin={"t": 30, "l": 90})
-    return figures.styled(fig, 340)
+    bar = {"type": "bar", "x": [None if np.isnan(v) else v for v in values], "y": names,
+           "orientation": "h",
+           "marker": {"color": ["#dc2626" if m == metric else "#94a3b8" for m in names]},
+           "text": [(MISSING if np.isnan(v) else f"{v:.0%}") for v in values],
+           "textposition": "outside", "cliponaxis": False,
+           "hovertemplate": "%{y}: %{x:.1%}<extra></extra>"}
+    layout = {"showlegend": False, "margin": {"t": 30, "l": 90},
+              "xaxis": {"range": [0, 1.15], "tickformat": ".0%",
+                        "title": {"text": "share of the PCA anomaly"}},
+              "yaxis": {"autorange": "reversed"}}
+    return figures.spec([bar], layout, 340)
 
 
 def _breakable(name: Any) -> Markup:
@@ -314,8 +330,8 @@ def build_alert_html(meta: PageMeta, data: AlertReportData) -> str:
             "alert": a, "note": plot.note,
             "duration": fmt_duration((alert_end(a) - pd.Timestamp(a["opened_at"]))
                                      .total_seconds()),
-            "labels": ", ".join(f"{r.anomaly_type} ({fmt_ts(r.start_ts)} to "
-                                f"{fmt_ts(r.end_ts)})" for r in plot.labels.itertuples()),
+            "labels": ", ".join(f"{kind} ({fmt_ts(start)} to {fmt_ts(stop)})"
+                                for start, stop, kind in _label_rows(plot.labels)),
             "figure": figures.to_html(alert_figure(plot)) if len(plot.series) else None,
             "pca": figures.to_html(pca_figure(plot.shares, str(a["metric"])))
             if plot.shares else None,

@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -100,3 +101,27 @@ def prefect_harness() -> Iterator[None]:
 def pytest_report_header() -> str:
     where = os.environ.get("DATABASE_URL") or f"embedded ({PROJECT_ROOT / '.data' / 'pg'})"
     return f"database server: {where}"
+
+
+CHROMIUM = Path(os.environ.get("TELEMETRY_TEST_CHROMIUM", "/usr/bin/chromium"))  # Debian's
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright; skips only where it is missing or cannot start."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (see STACK.md)")
+    from playwright.sync_api import sync_playwright
+
+    playwright = sync_playwright().start()
+    try:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), timeout=20_000,
+                args=["--headless", "--no-sandbox", "--disable-gpu"])
+        except Exception as exc:  # any launch failure means no browser here, not a page bug
+            pytest.skip(f"{CHROMIUM} cannot launch: {str(exc).splitlines()[0]}")
+        yield browser
+        browser.close()
+    finally:
+        playwright.stop()

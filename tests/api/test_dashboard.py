@@ -4,7 +4,6 @@ database; plus its static routes through the TestClient."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -16,7 +15,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
-import pytest
 import uvicorn
 
 from api.main import create_app
@@ -27,7 +25,6 @@ from detectors.alerts import AlertState
 from simulator import FleetConfig, simulate
 from tests.api.conftest import TOKEN
 
-CHROMIUM = Path(os.environ.get("TELEMETRY_TEST_CHROMIUM", "/usr/bin/chromium"))  # Debian's
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 END = datetime(2026, 11, 20, tzinfo=UTC)
 FLEET = FleetConfig(sites=1, zones_per_site=2, devices_per_zone=2)  # 4 devices
@@ -87,27 +84,6 @@ def serve() -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright; skips only where it is missing or cannot start."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (see STACK.md)")
-    from playwright.sync_api import sync_playwright
-
-    playwright = sync_playwright().start()
-    try:
-        try:
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), timeout=20_000,
-                args=["--headless", "--no-sandbox", "--disable-gpu"])
-        except Exception as exc:  # any launch failure means no browser here, not a page bug
-            pytest.skip(f"{CHROMIUM} cannot launch: {str(exc).splitlines()[0]}")
-        yield browser
-        browser.close()
-    finally:
-        playwright.stop()
 
 
 class PageWatch:

@@ -16,6 +16,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
+import plotly.graph_objects as go
 import psycopg
 import pytest
 import typer
@@ -25,6 +26,7 @@ from cli.report import report_app
 from core import db as core_db
 from core import dbt_runner, detection_store, ingest, scoring
 from core.backtest import BacktestResult, run_backtest
+from core.features import PCA_METRICS
 from core.ingest import Window, chunks
 from core.settings import get_settings
 from reports import catalog
@@ -33,6 +35,7 @@ from reports.alert_report import (
     AlertReportData,
     alert_figure,
     build_alert_html,
+    pca_figure,
     write_alert_report,
 )
 from reports.drift_summary import DriftData, build_drift_html, write_drift_summary_report
@@ -279,6 +282,27 @@ def test_alert_report_plots_device_alerts_and_lists_fleet_alerts(built, filled):
     assert not re.search(r"\d\d:\d\d:\d\d\.\d{6}", html.split("<script")[0])
 
 
+def test_alert_report_figures_draw_in_a_browser(built, chromium):
+    """The figures are plain dicts on the page (no plotly validation when built): Chromium
+    must draw every one, with its band, series and shapes, and report no error."""
+    page = chromium.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.goto(built["alerts"].resolve().as_uri(), wait_until="load")
+    divs = page.locator(".plotly-graph-div")
+    assert divs.count() >= 2
+    drawn = page.evaluate("""() => [...document.querySelectorAll('.plotly-graph-div')].map(
+        d => ({traces: d.querySelectorAll('.trace').length,
+               shapes: d.querySelectorAll('.shapelayer path').length,
+               svg: d.querySelectorAll('.main-svg').length}))""")
+    assert all(d["svg"] > 0 and d["traces"] > 0 for d in drawn), drawn
+    series = [d for d in drawn if d["traces"] >= 4]  # band (2), mean, value, anomalies
+    assert series and all(d["shapes"] >= 1 for d in series)  # at least the alert's span
+    assert errors == []
+    page.close()
+
+
 def test_fleet_report_has_heatmaps_worst_devices_and_completeness(built):
     html = read(built["fleet"])
     assert {"Fleet at a glance", "Health by site and zone", "Worst devices",
@@ -398,11 +422,25 @@ def test_alert_figure_draws_band_anomalies_labels_and_limit():
                            "anomaly_type": ["spike"]})
     alert = {"alert_id": 7, "metric": "co2", "opened_at": ts[120], "resolved_at": ts[122],
              "last_seen_at": ts[122]}
-    fig = alert_figure(AlertPlot(alert, series, labels, threshold=8.0, limit=1000.0))
+    spec = alert_figure(AlertPlot(alert, series, labels, threshold=8.0, limit=1000.0))
+    fig = go.Figure(spec)  # a plain dict on the page: it must still pass plotly's schema
     names = [t.name for t in fig.data]
     assert "band: trailing mean ± 8\N{GREEK SMALL LETTER SIGMA}" in names and "co2" in names
     anomalous = next(t for t in fig.data if (t.name or "").startswith("anomalous"))
     assert list(anomalous.y) == [1200.0]
+    assert [list(pair) for pair in anomalous.customdata] == [[3.0, "rolling_z"]]
     shapes = [s.type for s in fig.layout.shapes]
     assert shapes.count("rect") == 2 and "line" in shapes  # label, alert; limit line
+    label_band = next(s for s in fig.layout.shapes if s.type == "rect")
+    assert pd.Timestamp(label_band.x0) == ts[118].tz_localize(None)
+    assert fig.layout.yaxis.title.text == "co2" and fig.layout.height == 340
+
+
+def test_pca_figure_is_a_valid_bar_of_every_metric_share():
+    fig = go.Figure(pca_figure({"co2": 0.75, "temperature": 0.25}, "co2"))
+    bar = fig.data[0]
+    assert bar.type == "bar" and list(bar.y) == list(PCA_METRICS)
+    shares = dict(zip(bar.y, bar.x, strict=True))
+    assert shares["co2"] == 0.75 and shares["humidity"] is None  # no share: no bar
+    assert bar.marker.color[list(bar.y).index("co2")] == "#dc2626"
     assert fmt_ts(pd.Timestamp("2026-11-19 06:00:00.123456+00:00")) == "2026-11-19 06:00:00"
