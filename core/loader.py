@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,8 @@ from core.settings import get_settings
 log = logging.getLogger(__name__)
 
 SOURCES = ("simulator", "api", "csv", "backfill")
+INTERRUPTED = ("interrupted: the loading process ended before the batch committed, so none of"
+               " it was kept; load the batch again")
 
 
 @dataclass
@@ -243,7 +246,11 @@ def load_readings(
 
     own = conn is None
     conn = conn or db.connect()
+    attempt = (source, stream, window_start, window_end, reference, len(readings), started)
+    batch_id: int | None = None
     try:
+        if own:  # a caller's transaction cannot commit an attempt row on its own
+            batch_id = _open_attempt(conn, attempt)
         registry = fetch_registry(conn)
         verdict = rules.check(readings, registry, reference, settings.future_tolerance_seconds)
         clean = verdict.clean
@@ -251,12 +258,12 @@ def load_readings(
         if not clean.empty:
             ensure_partitions(clean["ts"].min(), clean["ts"].max())
         with conn.transaction():
-            batch_id = conn.execute(
-                "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
-                " reference_time, rows_received, status, started_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'succeeded', %s) RETURNING batch_id",
-                (source, stream, window_start, window_end, reference, len(readings), started),
-            ).fetchone()[0]
+            if batch_id is None:
+                batch_id = conn.execute(
+                    "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+                    " reference_time, rows_received, status, started_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, 'running', %s) RETURNING batch_id",
+                    attempt).fetchone()[0]
             conflicts = 0
             loaded, path = 0, "none"
             if not clean.empty:
@@ -292,8 +299,7 @@ def load_readings(
     except Exception as exc:
         if own:
             conn.rollback()
-        _record_failure(source, stream, window_start, window_end, reference, len(readings),
-                        started, exc)
+        _record_failure(attempt, batch_id if own else None, exc)
         raise
     finally:
         if own:
@@ -306,28 +312,51 @@ def load_readings(
     return result
 
 
+def _open_attempt(conn: psycopg.Connection, attempt: tuple[Any, ...]) -> int:
+    """Record this attempt, committed before any of its data: if the process dies mid-batch
+    (SIGKILL, power cut) the server rolls the data back and this 'running' row remains, for
+    the next load to mark failed. So first: attempts whose session has gone are failed."""
+    conn.execute(
+        "UPDATE telemetry.batches b SET status = 'failed', backend_pid = NULL,"
+        " finished_at = clock_timestamp(), error = %s"
+        " WHERE b.status = 'running'"
+        " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = b.backend_pid)",
+        (INTERRUPTED,))
+    batch_id = conn.execute(
+        "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+        " reference_time, rows_received, status, started_at, backend_pid)"
+        " VALUES (%s, %s, %s, %s, %s, %s, 'running', %s, pg_backend_pid()) RETURNING batch_id",
+        attempt).fetchone()[0]
+    conn.commit()
+    return int(batch_id)
+
+
 def _finish_batch(conn: psycopg.Connection, batch_id: int, loaded: int, duplicate: int,
                   quarantined: int, path: str, timings: dict[str, float]) -> None:
     conn.execute(
-        "UPDATE telemetry.batches SET rows_loaded = %s, rows_duplicate = %s,"
-        " rows_quarantined = %s, load_path = %s, timings_ms = %s, finished_at = clock_timestamp()"
-        " WHERE batch_id = %s",
+        "UPDATE telemetry.batches SET status = 'succeeded', backend_pid = NULL,"
+        " rows_loaded = %s, rows_duplicate = %s, rows_quarantined = %s, load_path = %s,"
+        " timings_ms = %s, finished_at = clock_timestamp() WHERE batch_id = %s",
         (loaded, duplicate, quarantined, path, json.dumps(timings), batch_id),
     )
 
 
-def _record_failure(source: str, stream: str, window_start: datetime | None,
-                    window_end: datetime | None, reference: pd.Timestamp, received: int,
-                    started: pd.Timestamp, exc: BaseException) -> None:
-    """The batch rolled back; leave a failed ledger row so the attempt is visible."""
+def _record_failure(attempt: tuple[Any, ...], batch_id: int | None, exc: BaseException) -> None:
+    """The batch rolled back; its ledger row says it failed and why (its attempt row when one
+    was committed, else a new row), so the attempt stays visible."""
+    error = f"{type(exc).__name__}: {exc}"[:2000]
     try:
         with db.connect() as conn:
-            conn.execute(
-                "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
-                " reference_time, rows_received, status, error, started_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s)",
-                (source, stream, window_start, window_end, reference, received,
-                 f"{type(exc).__name__}: {exc}"[:2000], started),
-            )
+            if batch_id is not None:
+                conn.execute(
+                    "UPDATE telemetry.batches SET status = 'failed', backend_pid = NULL,"
+                    " error = %s, finished_at = clock_timestamp() WHERE batch_id = %s",
+                    (error, batch_id))
+            else:
+                conn.execute(
+                    "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+                    " reference_time, rows_received, status, error, started_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s)",
+                    (*attempt[:6], error, attempt[6]))
     except psycopg.Error:
         log.exception("could not record the failed batch in the ledger")

@@ -30,7 +30,8 @@ async def list_runs(
     conn: Conn, page: PageParams,
     source: Annotated[Literal["simulator", "api", "csv", "backfill"] | None, Query()] = None,
     stream: Annotated[str | None, Query(max_length=MAX_TEXT, pattern=TEXT)] = None,
-    status: Annotated[Literal["succeeded", "failed"] | None, Query()] = None,
+    status: Annotated[Literal["running", "succeeded", "failed"] | None, Query(
+        description="running: still loading, or not yet seen to have been interrupted.")] = None,
     quality: Annotated[Literal["passed", "warning", "error"] | None, Query(
         description="The batch's data-quality verdict.")] = None,
     start: From = None, end: To = None,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -169,24 +173,76 @@ def test_crash_before_commit_leaves_no_partial_batch(registered, monkeypatch):
     assert load(frame).rows_loaded == 360  # the retry loads everything
 
 
-def test_killed_process_mid_batch_leaves_no_partial_batch(registered, db):
-    """A hard kill (no exception handling at all) between COPY and commit."""
+def test_sigkill_mid_copy_then_rerun_equals_one_clean_run_and_the_ledger_shows_both(
+        registered, db):
+    """A hard kill while a large batch's COPY is streaming: nothing of it stays, the rerun
+    gives exactly the rows one clean run gives, and the ledger keeps both attempts."""
+    frame = readings(minutes=4200)  # 151,200 rows: the COPY goes out in 50k-row pieces
+    reference = T0 + pd.Timedelta(hours=80)
     script = textwrap.dedent(f"""
-        import os, sys
-        sys.path.insert(0, {str(__import__('pathlib').Path(__file__).parent)!r})
-        from test_loader import readings, T0
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import pandas as pd
+        from test_loader import readings
         from core import loader
-        def die(*a, **k):
-            os._exit(9)
-        loader._finish_batch = die
-        loader.load_readings(readings(), source="simulator", stream="test",
-                             reference_time=T0 + __import__("pandas").Timedelta(hours=1))
+        real = loader.readings_chunks
+        def pieces(frame, batch_id, *args, **kwargs):
+            for i, piece in enumerate(real(frame, batch_id, *args, **kwargs)):
+                yield piece
+                if i == 1:  # the header and the first 50k rows are on their way
+                    print("mid-copy", flush=True)
+                    time.sleep(120)
+        loader.readings_chunks = pieces
+        loader.load_readings(readings(minutes=4200), source="simulator", stream="test",
+                             reference_time=pd.Timestamp({str(reference)!r}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], env={**__import__("os").environ,
-                          "DATABASE_URL": db}, capture_output=True, timeout=120)
-    assert proc.returncode == 9, proc.stderr.decode()
-    counts = store.table_counts(registered)
-    assert (counts["readings"], counts["batches"], counts["quarantine"]) == (0, 0, 0)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ,
+                            "DATABASE_URL": db}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout.readline() == b"mid-copy\n", proc.stderr.read().decode()
+        pid, status = registered.execute(
+            "SELECT backend_pid, status FROM telemetry.batches").fetchone()
+        query = registered.execute("SELECT query FROM pg_stat_activity WHERE pid = %s",
+                                   (pid,)).fetchone()
+        assert status == "running" and query and query[0].startswith("COPY")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    deadline = time.monotonic() + 30  # the server ends the session once it sees the socket go
+    while registered.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+        assert time.monotonic() < deadline, "the killed loader's session did not end"
+        time.sleep(0.1)
+    assert store.table_counts(registered)["readings"] == 0
+
+    rerun = load(frame, reference_time=reference)
+    assert rerun.rows_loaded == len(frame) and rerun.rows_quarantined == 0
+    stored = pd.DataFrame(registered.execute(
+        "SELECT device_id, metric_id, ts, value FROM telemetry.readings"
+        " ORDER BY device_id, metric_id, ts").fetchall(),
+        columns=["device_id", "metric_id", "ts", "value"])
+    expected = frame.sort_values(["device_id", "metric_id", "ts"], ignore_index=True)
+    pd.testing.assert_frame_equal(stored, expected, check_dtype=False)
+    ledger = registered.execute("SELECT status, rows_loaded, error, backend_pid"
+                                " FROM telemetry.batches ORDER BY batch_id").fetchall()
+    assert ledger == [("failed", 0, loader.INTERRUPTED, None),
+                      ("succeeded", len(frame), None, None)]
+
+
+def test_an_attempt_whose_session_is_alive_is_not_marked_failed(registered):
+    """Only attempts whose server session has ended count as interrupted: a load running
+    alongside keeps its 'running' row."""
+    with psycopg.connect(registered.info.dsn) as other:
+        other.execute(
+            "INSERT INTO telemetry.batches (source, stream, reference_time, status, started_at,"
+            " backend_pid) VALUES ('simulator', 'other', now(), 'running', now(),"
+            " pg_backend_pid())")
+        other.commit()
+        load(readings(minutes=1))
+        statuses = registered.execute("SELECT stream, status FROM telemetry.batches"
+                                      " ORDER BY batch_id").fetchall()
+        assert statuses == [("other", "running"), ("test", "succeeded")]
 
 
 def test_watermark_only_moves_forward(registered):
