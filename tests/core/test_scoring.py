@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import psycopg
 import pytest
 
+from core import db as core_db
 from core import ingest, scoring
+from core.settings import PROJECT_ROOT
 from simulator import AnomalyConfig, FleetConfig, simulate
 
 DAY0 = datetime(2026, 11, 16, tzinfo=UTC)  # a Monday
@@ -200,3 +207,58 @@ def test_sharded_windows_move_the_watermark_only_when_marked(trained):
     assert store.get_watermark(trained, scoring.SCORE_STREAM) is None
     scoring.mark_scored(WINDOW[1])
     assert store.get_watermark(trained, scoring.SCORE_STREAM) == WINDOW[1]
+
+
+def test_scoring_killed_half_way_then_rerun_equals_one_clean_run(trained, db, pg_admin_url,
+                                                                monkeypatch):
+    """SIGKILL after the window's scores are written and while its alerts are advanced, in
+    the same transaction; the rerun's scores and alerts equal a clean run's on a copy of the
+    same database."""
+    trained.close()
+    core_db.reset_caches()
+    name = psycopg.conninfo.conninfo_to_dict(db)["dbname"]
+    clone = f"{name}_clean"
+    with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{name}"')
+    try:
+        clean_url = core_db.with_dbname(pg_admin_url, clone)
+        monkeypatch.setenv("DATABASE_URL", clean_url)
+        core_db.reset_caches()
+        scoring.score_window(*WINDOW)
+        with psycopg.connect(clean_url) as conn:
+            clean = snapshot(conn)
+        core_db.reset_caches()
+    finally:
+        monkeypatch.setenv("DATABASE_URL", db)
+        core_db.reset_caches()
+        with psycopg.connect(pg_admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
+    assert clean[0] and clean[1]  # the clean run scored and alerted
+
+    script = textwrap.dedent(f"""
+        import time
+        from datetime import datetime
+        from core import scoring
+        real = scoring._quarantine_alerts
+        def half_way(*args, **kwargs):  # scores replaced and alerts advanced, not committed
+            print("half-way", flush=True)
+            time.sleep(120)
+        scoring._quarantine_alerts = half_way
+        scoring.score_window(datetime.fromisoformat({WINDOW[0].isoformat()!r}),
+                             datetime.fromisoformat({WINDOW[1].isoformat()!r}))
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ,
+                            "DATABASE_URL": db}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=PROJECT_ROOT)
+    try:
+        assert proc.stdout.readline() == b"half-way\n", proc.stderr.read().decode()
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    with psycopg.connect(db) as conn:
+        assert snapshot(conn) == ([], [])  # nothing of the killed run is visible
+    scoring.score_window(*WINDOW)
+    with psycopg.connect(db) as conn:
+        assert snapshot(conn) == clean
