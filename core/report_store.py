@@ -86,6 +86,11 @@ def alerts(conn: psycopg.Connection, start: datetime, end: datetime, limit: int 
         LIMIT %(limit)s""", {"start": start, "end": end, "limit": limit})
 
 
+def latest_alert_change(conn: psycopg.Connection) -> datetime | None:
+    """When any alert last changed (opened, moved state, acknowledged, resolved)."""
+    return conn.execute("SELECT max(updated_at) FROM telemetry.alerts").fetchone()[0]
+
+
 def alert_counts(conn: psycopg.Connection, start: datetime, end: datetime) -> pd.DataFrame:
     """Counts of the alerts `alerts` selects (without its limit) per severity, kind and
     open/closed."""

@@ -246,7 +246,9 @@ def _micro_batch(window: WindowParams, fleet: FleetParams) -> RunSummary:
     changed = (scored.alerts_fired + scored.alerts_resolved + scored.data_alerts_opened
                + load.quality_alerts_changed
                + sum(b.alerts_raised + b.alerts_resolved for b in checks.values()))
-    if changed and scored.window_end:  # the alert report is rewritten when alerts changed
+    # The alert report is rewritten when alerts changed, or changed since it was last written
+    # (a minute whose report failed: disk full, permissions).
+    if scored.window_end and (changed or tasks.alert_report_behind()):
         t = time.perf_counter()
         reports["alerts"] = tasks.write_alert_report(scored.window_end, run_id)
         seconds["report"] = round(time.perf_counter() - t, 2)

@@ -122,6 +122,12 @@ def write_alert_report(end: datetime, run_id: str) -> Path:
     return write(get_settings().reports_dir, end=end, run_id=run_id)
 
 
+def alert_report_behind() -> bool:  # not a task: one small query, asked most minutes
+    from reports.alert_report import report_is_behind
+
+    return report_is_behind(get_settings().reports_dir)
+
+
 @task(name="mark-scored", **IO_RETRIES)
 def mark_scored(end: datetime) -> None:
     scoring.mark_scored(end)

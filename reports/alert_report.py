@@ -409,6 +409,22 @@ def collect(conn: psycopg.Connection, start: datetime, end: datetime,
     return data
 
 
+def report_is_behind(reports_dir: Path) -> bool:
+    """Alerts changed after alerts.html was last written, or it never was: the micro-batch
+    then rewrites it even in a minute without alert changes, so a minute whose report could
+    not be written (disk full) is caught up by the next one."""
+    with db.connect() as conn:
+        changed = report_store.latest_alert_change(conn)
+    if changed is None:
+        return False
+    try:
+        written = [e.generated_at for e in catalog.entries(reports_dir) if e.name == "alerts"]
+    except OSError:  # the directory itself is broken: the write will say how
+        return True
+    # generated_at has whole seconds; the report reads alerts after their change commits.
+    return not written or datetime.fromisoformat(max(written)) + timedelta(seconds=1) < changed
+
+
 def write_alert_report(reports_dir: Path, start: datetime | None = None,
                        end: datetime | None = None, run_id: str | None = None, *,
                        hours: float = DEFAULT_HOURS, max_plots: int = MAX_PLOTS) -> Path:

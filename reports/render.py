@@ -9,6 +9,7 @@ the page has figures, so a file opens anywhere with no network.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Mapping
@@ -218,9 +219,27 @@ def render(template: str, meta: PageMeta, *, figures: bool = True, **context: An
         meta=meta, plotly_js=plotly_bundle() if figures else None, **context)
 
 
+class ReportWriteError(OSError):
+    """A report file could not be written (disk full, permissions, a file where the directory
+    should be). Only the report is affected: the data stages commit before reports."""
+
+
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write via a temporary file and a rename, so a reader never sees half a report; on a
+    disk or permission error, no partial file is left and the error says what to do."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        blocked = path.parent.exists() and not path.parent.is_dir()
+        why = f"{path.parent} is a file, not a directory" if blocked else (exc.strerror or exc)
+        error = ReportWriteError(
+            f"could not write the report {path}: {why}. Readings, KPIs, scores and alerts are"
+            " stored; fix TELEMETRY_REPORTS_DIR (free space, permissions), then"
+            " `telemetry report` writes the reports again")
+        error.errno = exc.errno
+        raise error from exc

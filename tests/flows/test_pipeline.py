@@ -133,3 +133,36 @@ def test_evaluate_flow_stores_a_backtest(conn):
     stored = conn.execute("SELECT count(DISTINCT detector) FROM telemetry.evaluations"
                           " WHERE anomaly_type = 'all'").fetchone()[0]
     assert stored >= 6  # fused, four detectors, gaps, two baselines
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_report_that_cannot_be_written_fails_its_task_and_leaves_the_data_stages(
+        conn, tmp_path, monkeypatch):
+    from core.settings import get_settings
+    from flows import detection
+    from reports.render import ReportWriteError
+
+    pipeline.backfill(params=BackfillParams(days=1, end=END, chunk_minutes=360), fleet=SMALL)
+    detection.train(detection.TrainParams(days=1, end=END))
+    blocked = tmp_path / "reports"
+    blocked.write_text("a file where the reports directory should be")
+    monkeypatch.setenv("TELEMETRY_REPORTS_DIR", str(blocked))
+    get_settings.cache_clear()
+    first = END + timedelta(hours=2)
+    with pytest.raises(ReportWriteError, match=r"is a file, not a directory.*telemetry report"):
+        pipeline.micro_batch(window=WindowParams(end=first), fleet=SMALL)
+    # Loaded, built, scored and alerted before the report: all of it stays.
+    assert store.get_watermark(conn, "score") == first
+    assert conn.execute("SELECT count(*) FROM telemetry.readings WHERE ts >= %s",
+                        (END,)).fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM telemetry.alerts").fetchone()[0] > 0
+    assert conn.execute("SELECT count(*) FROM analytics.fct_kpi_5m WHERE window_start >= %s",
+                        (END,)).fetchone()[0] > 0
+    assert not list(tmp_path.glob("**/.*.tmp"))
+
+    # Fixed: the next minute writes the report it missed, alert changes or not.
+    blocked.unlink()
+    run = pipeline.micro_batch(window=WindowParams(end=first + timedelta(minutes=1)),
+                               fleet=SMALL)
+    assert run.load.rows_loaded > 0
+    assert (blocked / "alerts.html").is_file()

@@ -444,3 +444,40 @@ def test_pca_figure_is_a_valid_bar_of_every_metric_share():
     assert shares["co2"] == 0.75 and shares["humidity"] is None  # no share: no bar
     assert bar.marker.color[list(bar.y).index("co2")] == "#dc2626"
     assert fmt_ts(pd.Timestamp("2026-11-19 06:00:00.123456+00:00")) == "2026-11-19 06:00:00"
+
+
+def test_a_report_that_cannot_be_written_says_why_and_leaves_no_partial_file(tmp_path):
+    from reports.render import ReportWriteError, write_atomic
+
+    page = tmp_path / "out" / "alerts.html"
+    write_atomic(page, "<p>first</p>")
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a directory should be")
+    with pytest.raises(ReportWriteError, match=r"blocked is a file, not a directory") as err:
+        write_atomic(blocked / "alerts.html", "<p>second</p>")
+    assert isinstance(err.value, OSError) and "telemetry report" in str(err.value)
+    assert page.read_text() == "<p>first</p>"  # an earlier report is kept whole
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["alerts.html", "blocked", "out"]
+
+
+def test_a_disk_filling_up_mid_write_keeps_the_old_report_and_no_temporary_file(
+        tmp_path, monkeypatch):
+    import errno
+
+    from reports.render import ReportWriteError, write_atomic
+
+    page = tmp_path / "alerts.html"
+    write_atomic(page, "<p>first</p>")
+
+    def disk_full(self: Path, text: str, encoding: str | None = None) -> int:
+        with open(self, "w", encoding=encoding) as f:  # half of it lands, then the disk is full
+            f.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(ReportWriteError, match="No space left on device") as err:
+        write_atomic(page, "<p>second, longer</p>")
+    assert err.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    assert page.read_text() == "<p>first</p>"
+    assert [p.name for p in tmp_path.iterdir()] == ["alerts.html"]
