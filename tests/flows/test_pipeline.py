@@ -166,3 +166,45 @@ def test_a_report_that_cannot_be_written_fails_its_task_and_leaves_the_data_stag
                                fleet=SMALL)
     assert run.load.rows_loaded > 0
     assert (blocked / "alerts.html").is_file()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_late_readings_across_a_window_boundary_update_kpis_and_scores_on_the_next_run(conn):
+    import pandas as pd
+
+    from core import loader
+    from flows import detection
+    from tests.flows.test_outage import kpis_match_raw
+
+    pipeline.backfill(params=BackfillParams(days=1, end=END, chunk_minutes=360), fleet=SMALL)
+    detection.train(detection.TrainParams(days=1, end=END))
+    scored_to = END + timedelta(minutes=30)
+    pipeline.micro_batch(window=WindowParams(end=scored_to), fleet=SMALL)
+    boundary = END + timedelta(minutes=20)  # a 5-minute window boundary, KPIs built, scored
+    late_ts = [boundary - timedelta(seconds=3), boundary + timedelta(seconds=3)]  # off-grid
+    co2 = conn.execute("SELECT metric_id FROM telemetry.metrics WHERE metric = 'co2'"
+                       ).fetchone()[0]
+    before = conn.execute(
+        "SELECT window_start, reading_count, max FROM analytics.fct_kpi_5m"
+        " WHERE device_id = 1 AND metric_id = %s AND window_start IN (%s, %s) ORDER BY 1",
+        (co2, boundary - timedelta(minutes=5), boundary)).fetchall()
+    assert len(before) == 2 and all(r[2] < 5000 for r in before)
+    # Out of order: the later one first, both after their windows were computed.
+    late = pd.DataFrame({"device_id": [1, 1], "metric_id": [co2, co2],
+                         "ts": pd.to_datetime(late_ts[::-1], utc=True), "value": [5000.0] * 2})
+    assert loader.load_readings(late, source="api", stream="late-test",
+                                reference_time=scored_to).rows_loaded == 2
+
+    pipeline.micro_batch(window=WindowParams(end=scored_to + timedelta(minutes=1)),
+                         fleet=SMALL)
+    after = conn.execute(
+        "SELECT window_start, reading_count, max FROM analytics.fct_kpi_5m"
+        " WHERE device_id = 1 AND metric_id = %s AND window_start IN (%s, %s) ORDER BY 1",
+        (co2, boundary - timedelta(minutes=5), boundary)).fetchall()
+    assert [(w, n, m) for w, n, m in after] == [(w, n + 1, 5000.0) for w, n, _ in before]
+    kpis_match_raw(conn, END, scored_to)
+    scores = conn.execute(
+        "SELECT ts FROM telemetry.scores WHERE detector = 'fused' AND device_id = 1"
+        " AND metric = 'co2' AND ts = ANY(%s) AND score >= 1 ORDER BY ts",
+        (late_ts,)).fetchall()
+    assert [r[0] for r in scores] == late_ts
