@@ -115,7 +115,8 @@ class PCADetector(Detector):
         _, sv, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
         var = sv**2 / (len(z) - 1)
         if isinstance(self.n_components, float) and 0 < self.n_components < 1:
-            ratio = np.cumsum(var) / var.sum()
+            total = var.sum()  # 0 when the training data do not vary: one component then
+            ratio = np.cumsum(var) / total if total > 0 else np.ones_like(var)
             r = int(np.searchsorted(ratio, self.n_components) + 1)
         else:
             r = int(self.n_components)
