@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core import loader, rules, store
 
@@ -293,3 +295,29 @@ def test_infinite_values_are_quarantined_with_a_readable_payload(conn):
     assert (result.rows_loaded, result.rows_duplicate, result.rows_quarantined) == (1, 1, 1)
     raw = conn.execute("SELECT rule, raw->>'value' FROM telemetry.quarantine").fetchone()
     assert raw == ("impossible_value", "inf")
+
+
+# Anything a batch may hold: registered and unknown devices and metrics, any float (NaN, ±inf,
+# huge), timestamps from the far past to the far future, repeats of the same key.
+# About half of the choices plausible, so batches mix rows that load with rows that cannot.
+_ROWS = st.lists(st.tuples(
+    st.one_of(st.integers(1, 3), st.integers(-1, 9)),
+    st.one_of(st.integers(1, 2), st.integers(-1, 9)),
+    st.one_of(st.integers(3 * 86_400 - 3_600, 3 * 86_400),  # seconds from T0 - 3 days
+              st.integers(-3 * 86_400, 400 * 86_400)),
+    st.one_of(st.floats(0, 50), st.floats(allow_nan=True, allow_infinity=True))),
+    min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(rows=_ROWS)
+def test_any_batch_is_loaded_or_accounted_for_row_by_row(registered, rows):
+    frame = pd.DataFrame(rows, columns=["device_id", "metric_id", "offset", "value"])
+    frame["ts"] = T0 - pd.Timedelta(days=3) + pd.to_timedelta(frame.pop("offset"), unit="s")
+    stored = store.table_counts(registered)["readings"]
+    result = load(frame, reference_time=T0)  # never raises
+    assert result.rows_received == len(frame)
+    assert result.rows_loaded + result.rows_duplicate + result.rows_quarantined == len(frame)
+    assert sum(result.quarantined_by_rule.values()) == result.rows_quarantined
+    assert store.table_counts(registered)["readings"] == stored + result.rows_loaded
