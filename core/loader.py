@@ -259,11 +259,7 @@ def load_readings(
             ensure_partitions(clean["ts"].min(), clean["ts"].max())
         with conn.transaction():
             if batch_id is None:
-                batch_id = conn.execute(
-                    "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
-                    " reference_time, rows_received, status, started_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, 'running', %s) RETURNING batch_id",
-                    attempt).fetchone()[0]
+                batch_id = _insert_batch(conn, attempt, "running")
             conflicts = 0
             loaded, path = 0, "none"
             if not clean.empty:
@@ -322,13 +318,21 @@ def _open_attempt(conn: psycopg.Connection, attempt: tuple[Any, ...]) -> int:
         " WHERE b.status = 'running'"
         " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = b.backend_pid)",
         (INTERRUPTED,))
-    batch_id = conn.execute(
-        "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
-        " reference_time, rows_received, status, started_at, backend_pid)"
-        " VALUES (%s, %s, %s, %s, %s, %s, 'running', %s, pg_backend_pid()) RETURNING batch_id",
-        attempt).fetchone()[0]
+    batch_id = _insert_batch(conn, attempt, "running", in_this_session=True)
     conn.commit()
-    return int(batch_id)
+    return batch_id
+
+
+def _insert_batch(conn: psycopg.Connection, attempt: tuple[Any, ...], status: str, *,
+                  error: str | None = None, in_this_session: bool = False) -> int:
+    """A ledger row for `attempt` (source, stream, window_start, window_end, reference_time,
+    rows_received, started_at); `in_this_session` records the session doing the load."""
+    return int(conn.execute(
+        "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
+        " reference_time, rows_received, started_at, status, error, backend_pid)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " CASE WHEN %s THEN pg_backend_pid() END) RETURNING batch_id",
+        (*attempt, status, error, in_this_session)).fetchone()[0])
 
 
 def _finish_batch(conn: psycopg.Connection, batch_id: int, loaded: int, duplicate: int,
@@ -353,10 +357,6 @@ def _record_failure(attempt: tuple[Any, ...], batch_id: int | None, exc: BaseExc
                     " error = %s, finished_at = clock_timestamp() WHERE batch_id = %s",
                     (error, batch_id))
             else:
-                conn.execute(
-                    "INSERT INTO telemetry.batches (source, stream, window_start, window_end,"
-                    " reference_time, rows_received, status, error, started_at)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s)",
-                    (*attempt[:6], error, attempt[6]))
+                _insert_batch(conn, attempt, "failed", error=error)
     except psycopg.Error:
         log.exception("could not record the failed batch in the ledger")
