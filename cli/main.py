@@ -16,6 +16,7 @@ from rich.table import Table
 
 from cli.env import apply_defaults
 from cli.evaluate import evaluate, set_store
+from cli.load_csv import load_csv
 from cli.report import report_app
 from cli.score_csv import score_csv
 from cli.serve import serve
@@ -44,6 +45,7 @@ def _store_evaluation(rows) -> str:
 set_store(_store_evaluation)
 app.command("evaluate")(evaluate)
 app.command("score-csv")(score_csv)
+app.command("load-csv")(load_csv)
 app.command("simulate")(simulate)
 app.command("serve")(serve)
 

@@ -22,10 +22,13 @@ from core.csv_scoring import (
     CsvInputError,
     ScoringInfo,
     load_csv,
+    rejected_path,
     score_frame,
     top_anomalies,
     write_csv,
+    write_rejected,
 )
+from core.csv_text import delimiter_name
 
 console = Console()
 
@@ -53,6 +56,12 @@ def score_csv(
     threshold: Annotated[float | None, typer.Option(
         help="Alarm threshold: |z| for rolling/robust/fusion (default 5); the training "
              "quantile of SPE and T2 for pca (default 0.995).")] = None,
+    delimiter: Annotated[str | None, typer.Option(
+        help="Field delimiter. Default: sniffed from the header line (comma, semicolon, tab "
+             "or pipe).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit with status 1 when any line or cell was rejected (the output "
+        "and OUT.rejected.csv are still written).")] = False,
 ) -> None:
     """Score a CSV for anomalies, causally, and write it back with the scores.
 
@@ -71,16 +80,28 @@ def score_csv(
 
     Empty cells are gaps (no verdict for that column at that row). Sampling need not be
     regular: windows count rows. Fewer rows than the window: scored anyway, with a note.
+
+    Bad input never stops the file: a line that is not a row (wrong field count, unclosed
+    quote, not UTF-8, over 1 MiB) or a row without a usable timestamp is left out; a cell that
+    is not a usable number (text, infinite, beyond +/-1e100) is scored as a gap. Each is listed
+    with its line, column, rule and reason in OUT.rejected.csv (written only when there are
+    any), and counted in the summary.
     """
     started = time.perf_counter()
     cols = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
     try:
-        frame, ts_col, value_cols = load_csv(path, timestamp_col, cols)
+        frame, ts_col, value_cols, rejected, used_delimiter = load_csv(
+            path, timestamp_col, cols, delimiter)
         t_read = time.perf_counter()
         scored = score_frame(frame, ts_col, value_cols, detector=detector,
                              train_rows=train_rows, window=window, threshold=threshold)
         t_score = time.perf_counter()
         write_csv(scored, output)
+        rejects = rejected_path(output)
+        if len(rejected):
+            write_rejected(rejected, rejects)
+        else:
+            rejects.unlink(missing_ok=True)  # a stale one from an earlier run would mislead
         t_write = time.perf_counter()
     except CsvInputError as exc:
         console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
@@ -91,6 +112,8 @@ def score_csv(
         console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     skipped = [str(c) for c in frame.columns if c != ts_col and c not in value_cols]
     pct = 100.0 * info.anomalies / info.rows if info.rows else 0.0
+    if used_delimiter != ",":
+        console.print(f"delimiter: {delimiter_name(used_delimiter)}")
     console.print(f"{info.rows:,} rows, timestamp column {escape(str(ts_col))!r}, scored "
                   f"{len(value_cols)} column(s): {escape(', '.join(map(str, value_cols)))}"
                   + (f" (not scored: {escape(', '.join(skipped))})" if skipped else ""),
@@ -100,15 +123,27 @@ def score_csv(
     top = top_anomalies(scored, ts_col, 5)
     if len(top):
         table = Table(title="top anomalies")
-        for name in ("row", "timestamp", "column", "anomaly_score"):
-            table.add_column(name, justify="right" if name in ("row", "anomaly_score") else "left")
+        for name in ("line", "timestamp", "column", "anomaly_score"):
+            table.add_column(name, justify="right" if name in ("line", "anomaly_score")
+                             else "left")
         for r in top.itertuples(index=False):
-            table.add_row(str(r.row), escape(r.timestamp), escape(str(r.column)),
+            table.add_row(str(r.line), escape(r.timestamp), escape(str(r.column)),
                           f"{r.score:.4f}")
         console.print(table)
+    if len(rejected):
+        lines = rejected["line"].nunique()
+        by_rule = ", ".join(f"{rule} {n:,}" for rule, n in
+                            rejected["rule"].value_counts().sort_index().items())
+        first = rejected.iloc[0]
+        console.print(f"[yellow]rejected:[/] {len(rejected):,} on {lines:,} line(s) "
+                      f"({escape(by_rule)}); first, line {first.line}: "
+                      f"{escape(str(first.reason))}. All of them: {escape(str(rejects))}",
+                      soft_wrap=True)
     console.print(f"[green]written[/] {escape(str(output))} in {t_write - started:.1f}s (read "
                   f"{t_read - started:.1f}s, score {t_score - t_read:.1f}s, write "
                   f"{t_write - t_score:.1f}s)", soft_wrap=True)
+    if strict and len(rejected):
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

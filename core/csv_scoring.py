@@ -50,14 +50,16 @@ a column get no verdict from that column.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from core.csv_text import CsvFileError, read_text
 from detectors import PCADetector, RobustZScore, RollingZScore, alarm, to_unit_interval
 
 try:  # pyarrow reads and writes ~10x faster than pandas' C engine and keeps the cells' text
@@ -77,6 +79,13 @@ FLOOR_FRACTION = 1.0
 Z_TRAIN_ROWS = 1_000
 PCA_TRAIN_ROWS = 10_000
 MISSING = ("", "na", "n/a", "nan", "null", "none", "#n/a", "-nan")  # empty cells (lowercase)
+MAX_ABS = 1e100  # the detectors square values: beyond ~1e150 the window sums overflow
+# Rules of rejected cells and rows (besides csv_text's malformed_line, oversize_line, not_utf8)
+MISSING_TIMESTAMP = "missing_timestamp"
+INVALID_TIMESTAMP = "invalid_timestamp"
+NOT_A_NUMBER = "not_a_number"
+OUT_OF_RANGE = "out_of_range"
+REJECTED_COLUMNS = ("line", "column", "value", "rule", "reason")
 _SNIFF = 200  # values looked at to auto-detect a timestamp column
 
 
@@ -100,33 +109,30 @@ class ScoringInfo:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        try:
-            return next(csv.reader(fh))
-        except StopIteration:
-            raise CsvInputError(f"{path} is empty: expected a header row and data rows") from None
-        except (csv.Error, UnicodeDecodeError) as exc:
-            raise CsvInputError(f"cannot read the header of {path}: {exc}") from exc
+class CsvInput(NamedTuple):
+    """What load_csv read: the accepted rows' cells as text (index = the file line of each
+    row), the timestamp and value columns, every rejected line or cell with its reason
+    (REJECTED_COLUMNS), and the delimiter used."""
+
+    frame: pd.DataFrame
+    ts_col: str
+    value_cols: list[str]
+    rejected: pd.DataFrame
+    delimiter: str
 
 
-def _read_text(path: Path) -> pd.DataFrame:
-    """Every cell as its original text (empty cells are ""), columns in file order."""
-    names = _header(path)
-    dupes = sorted({c for c in names if names.count(c) > 1})
-    if dupes:
-        raise CsvInputError(f"duplicate column names in {path}: {', '.join(dupes)}; rename them")
-    if pa_csv is None:  # pragma: no cover
-        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    opts = pa_csv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()),
-                                 strings_can_be_null=False, quoted_strings_can_be_null=False)
-    try:
-        table = pa_csv.read_csv(path, convert_options=opts,
-                                read_options=pa_csv.ReadOptions(block_size=1 << 24))
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0]
-        raise CsvInputError(f"cannot parse {path} as CSV: {first}") from exc
-    return table.to_pandas(types_mapper=pd.ArrowDtype)
+def _shown(text: str) -> str:
+    """A rejected cell as written to the rejected file: short, and never read as a formula by
+    a spreadsheet (OWASP's CSV injection advice: a leading quote)."""
+    text = text if len(text) <= 80 else text[:80] + "..."
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _rejections(lines: np.ndarray, column: str, cells: pd.Series, rule: str,
+                reason: str) -> pd.DataFrame:
+    return pd.DataFrame({"line": lines, "column": column,
+                         "value": [_shown(str(c)) for c in cells], "rule": rule,
+                         "reason": reason})
 
 
 def _is_missing(text: pd.Series) -> np.ndarray:
@@ -137,35 +143,55 @@ def _is_missing(text: pd.Series) -> np.ndarray:
 
 
 def _first_bad(text: pd.Series, bad: np.ndarray) -> tuple[str, int]:
-    """(the first bad cell's text, its 1-based data row number) for a boolean mask."""
+    """(the first bad cell's text, its file line) for a boolean mask: the index label of a
+    load_csv frame, else the position + 2 (a header line, then one line per row)."""
     i = int(np.argmax(bad))
-    return str(text.iloc[i]), i + 1
+    line = int(text.index[i]) if text.index.name == "line" else i + 2
+    return str(text.iloc[i]), line
 
 
-def _where(row: int) -> str:
-    return f"row {row} (line {row + 1} of the file)"
-
-
-def parse_numbers(text: pd.Series, name: str) -> np.ndarray:
-    """float64 values of a text column; empty/NA cells are NaN; CsvInputError on the first
-    cell that is not a number."""
+def numbers(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, bad mask) of a text column: empty/NA cells are NaN (gaps); a cell that
+    is not a number, or not finite, or beyond +/-MAX_ABS is bad (and NaN)."""
     missing = _is_missing(text)
+    values = None
     if pc is not None and isinstance(text.dtype, pd.ArrowDtype):
         arr = pc.utf8_trim_whitespace(pa.array(text))
         arr = pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), arr)
-        try:
-            out = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
-            return np.asarray(out, dtype=np.float64)
-        except pa.ArrowInvalid:
-            pass  # locate the bad cell below
-    values = pd.to_numeric(text.astype(object).where(~missing, None).str.strip(),
-                           errors="coerce").to_numpy(dtype=np.float64)
-    bad = np.isnan(values) & ~missing
-    if bad.any():
-        value, row = _first_bad(text, bad)
-        raise CsvInputError(f"column {name!r} is not numeric: {value!r} at {_where(row)}; fix "
-                            "the value, or leave the cell empty for a gap")
-    return values
+        # some cell is not a number: the per-cell parse below finds which
+        with contextlib.suppress(pa.ArrowInvalid):
+            values = np.array(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False),
+                              dtype=np.float64)  # a writable copy
+    if values is None:
+        values = pd.to_numeric(text.astype(object).where(~missing, None).str.strip(),
+                               errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        bad = ~missing & ~(np.abs(values) <= MAX_ABS)  # NaN: not a number; inf or huge
+    values[bad] = np.nan
+    return values, bad
+
+
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text.strip())  # "1e400" is inf here (pandas would say NaN)
+    except ValueError:
+        return math.nan
+
+
+def _bad_number_rejections(text: pd.Series, name: str, bad: np.ndarray) -> pd.DataFrame:
+    cells = text[bad]
+    parsed = np.array([_float_or_nan(str(c)) for c in cells], dtype=np.float64)  # rare: a loop
+    nan, inf = np.isnan(parsed), np.isinf(parsed)
+    rule = np.where(nan, NOT_A_NUMBER, OUT_OF_RANGE)
+    reason = np.where(
+        nan, f"not a number in column {name!r}: scored as a gap; fix the value, or leave the "
+        "cell empty",
+        np.where(inf, f"an infinite value in column {name!r}: scored as a gap; check the "
+                 "export", f"beyond +/-{MAX_ABS:g} in column {name!r}, more than the detectors "
+                 "can square: scored as a gap; check the unit or the export"))
+    return pd.DataFrame({"line": cells.index.to_numpy(), "column": name,
+                         "value": [_shown(str(c)) for c in cells], "rule": rule,
+                         "reason": reason})
 
 
 def _datetimes(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +206,8 @@ def _datetimes(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
                 pass
     obj = text.astype(object).str.strip()
     parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="mixed")
-    ok = parsed.notna().to_numpy()
+    # pandas reads "now" and "today" as the clock's time: a cell is a time only with digits
+    ok = parsed.notna().to_numpy() & obj.str.contains(r"\d", regex=True).to_numpy(dtype=bool)
     ns = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
     return ns, ok
 
@@ -196,47 +223,93 @@ def _try_numbers(text: pd.Series) -> np.ndarray:
     return pd.to_numeric(text.astype(object).str.strip(), errors="coerce").to_numpy(np.float64)
 
 
-def timestamp_key(text: pd.Series, name: str) -> np.ndarray:
-    """A sort key per row: ns since the epoch (UTC) for date/times, the number itself for a
-    numeric timestamp column (e.g. epoch seconds). CsvInputError names the first bad cell."""
+def timestamp_keys(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(a sort key per row, ok mask): ns since the epoch (UTC) for date/times, the number
+    itself for a numeric timestamp column (e.g. epoch seconds). Empty or unparseable cells
+    are not ok."""
     missing = _is_missing(text)
-    if missing.any():
-        _, row = _first_bad(text, missing)
-        raise CsvInputError(f"timestamp column {name!r} is empty at {_where(row)}; every row "
-                            "needs a timestamp")
-    numbers = _try_numbers(text.head(_SNIFF))
-    if not np.isnan(numbers).any():
-        try:
-            return parse_numbers(text, name)
-        except CsvInputError:
-            pass  # mostly numbers but not all: fall through to date parsing and its error
+    head = text.head(_SNIFF)
+    sample = head[~missing[: len(head)]]
+    if len(sample) and not np.isnan(_try_numbers(sample)).any():
+        values, bad = numbers(text)
+        if not bad.any():
+            return values, ~missing
+        # mostly numbers but not all: date parsing decides (and names the bad cells)
     ns, ok = _datetimes(text)
+    return ns, ok & ~missing
+
+
+def timestamp_key(text: pd.Series, name: str) -> np.ndarray:
+    """timestamp_keys' key; CsvInputError names the first bad cell."""
+    key, ok = timestamp_keys(text)
     if not ok.all():
-        value, row = _first_bad(text, ~ok)
-        raise CsvInputError(f"cannot parse timestamp {value!r} in column {name!r} at "
-                            f"{_where(row)}; use ISO 8601 (2024-01-31T12:00:00Z) or pass "
+        value, line = _first_bad(text, ~ok)
+        raise CsvInputError(f"cannot parse timestamp {value!r} in column {name!r} on line "
+                            f"{line}; use ISO 8601 (2024-01-31T12:00:00Z) or pass "
                             "--timestamp-col for another column")
-    return ns
+    return key
+
+
+def _timestamp_rejections(text: pd.Series, name: str, ok: np.ndarray) -> pd.DataFrame:
+    cells = text[~ok]
+    empty = _is_missing(cells)
+    return pd.DataFrame({
+        "line": cells.index.to_numpy(), "column": name,
+        "value": [_shown(str(c)) for c in cells],
+        "rule": np.where(empty, MISSING_TIMESTAMP, INVALID_TIMESTAMP),
+        "reason": np.where(
+            empty, f"no timestamp in column {name!r}: the row was not scored; every row needs "
+            "a time", f"not a date/time in column {name!r} (or outside years 1678-2261): the "
+            "row was not scored; use ISO 8601, e.g. 2024-01-31T12:00:00Z")})
+
+
+def _value_columns(frame: pd.DataFrame, ts_col: str) -> list[str]:
+    """Columns (besides the timestamp) where at least half of the non-empty cells are usable
+    numbers: a numeric column with a few bad cells is still scored; a text column is not."""
+    out = []
+    for c in frame.columns:
+        if c == ts_col:
+            continue
+        values, bad = numbers(frame[c])
+        good = int((~np.isnan(values)).sum())
+        if good and good >= int(bad.sum()):
+            out.append(c)
+    return out
 
 
 def load_csv(
-    path: str | Path, timestamp_col: str | None = None, columns: list[str] | None = None
-) -> tuple[pd.DataFrame, str, list[str]]:
-    """Read a CSV and check it: (frame of the cells' text, timestamp column, value columns).
+    path: str | Path, timestamp_col: str | None = None, columns: list[str] | None = None,
+    delimiter: str | None = None,
+) -> CsvInput:
+    """Read a CSV and check it (CsvInput).
 
+    Lines that are not rows (wrong field count, unclosed quote, not UTF-8, over 1 MiB) and
+    rows without a usable timestamp are rejected and left out of the frame; cells of a value
+    column that are not usable numbers (text, infinite, beyond +/-1e100) are rejected and
+    scored as gaps. Each rejection has its line, column, rule and reason.
+
+    delimiter None: sniffed from the header line (comma, semicolon, tab or pipe).
     timestamp_col None: the first column named ts/timestamp/time/date/datetime (any case), else
-    the first column whose values parse as date/times. columns None: every other column whose
-    non-empty cells are all numbers (at least one). Raises CsvInputError with one line that
-    names the problem (missing file or column, a non-numeric value or bad timestamp with its
-    row number, no numeric column).
+    the first column whose values parse as date/times. columns None: every other column where
+    at least half of the non-empty cells are numbers. Raises CsvInputError with one line that
+    names the problem when the file as a whole cannot be scored (missing file or column, no
+    header, no numeric column, no row left).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CsvInputError(f"file not found: {path}")
-    frame = _read_text(path)
+    try:
+        text = read_text(path, delimiter)
+    except CsvFileError as exc:
+        raise CsvInputError(str(exc)) from None
+    frame = text.frame
+    frame.index = pd.Index(text.lines, name="line")
+    rejected = [pd.DataFrame({"line": [r.line for r in text.rejected], "column": "",
+                              "value": "", "rule": [r.rule for r in text.rejected],
+                              "reason": [r.reason for r in text.rejected]})]
     available = ", ".join(map(str, frame.columns))
     if len(frame) == 0:
-        raise CsvInputError(f"{path} has a header but no data rows")
+        why = f" ({len(text.rejected)} line(s) rejected, first: {text.rejected[0].reason})" if (
+            text.rejected) else ""
+        raise CsvInputError(f"{path} has a header but no data rows{why}")
     clash = [c for c in OUTPUT_COLUMNS if c in frame.columns]
     if clash:
         raise CsvInputError(f"{path} already has output column(s) {', '.join(clash)}; rename "
@@ -251,11 +324,21 @@ def load_csv(
         named = [c for c in frame.columns if str(c).strip().lower() in TIMESTAMP_NAMES]
         candidates = named or [c for c in frame.columns if _looks_like_times(frame[c])]
         if not candidates:
+            hint = (f" (the header was split on the {text.delimiter!r} delimiter; pass "
+                    "--delimiter if that is wrong)" if len(frame.columns) == 1 else "")
             raise CsvInputError("no timestamp column found (none named "
                                 f"{'/'.join(TIMESTAMP_NAMES)} and none parses as dates); pass "
-                                f"--timestamp-col NAME; available columns: {available}")
+                                f"--timestamp-col NAME; available columns: {available}{hint}")
         ts_col = candidates[0]
-    timestamp_key(frame[ts_col], ts_col)  # validate now: a clear error before any scoring
+    _, ts_ok = timestamp_keys(frame[ts_col])
+    if not ts_ok.any():
+        value, line = _first_bad(frame[ts_col], ~ts_ok)
+        raise CsvInputError(f"no row has a usable timestamp in column {ts_col!r} (the first: "
+                            f"{value!r} on line {line}); use ISO 8601 "
+                            "(2024-01-31T12:00:00Z) or pass --timestamp-col for another column")
+    if not ts_ok.all():
+        rejected.append(_timestamp_rejections(frame[ts_col], ts_col, ts_ok))
+        frame = frame[ts_ok]
 
     if columns:
         missing = [c for c in columns if c not in frame.columns]
@@ -265,25 +348,35 @@ def load_csv(
         if ts_col in columns:
             raise CsvInputError(f"{ts_col!r} is the timestamp column; it cannot also be scored")
         value_cols = list(dict.fromkeys(columns))
-        for c in value_cols:
-            if np.isnan(parse_numbers(frame[c], c)).all():
-                raise CsvInputError(f"column {c!r} has no values (every cell is empty)")
     else:
-        value_cols = []
-        for c in frame.columns:
-            if c == ts_col:
-                continue
-            try:
-                values = parse_numbers(frame[c], c)
-            except CsvInputError:
-                continue
-            if not np.isnan(values).all():
-                value_cols.append(c)
+        value_cols = _value_columns(frame, ts_col)
         if not value_cols:
             raise CsvInputError(f"no numeric column to score in {path} (timestamp column "
                                 f"{ts_col!r}; available columns: {available}); pass --columns "
                                 "with columns whose cells are numbers")
-    return frame, ts_col, value_cols
+    for c in value_cols:
+        values, bad = numbers(frame[c])
+        if np.isnan(values).all():
+            raise CsvInputError(f"column {c!r} has no usable values (every cell is empty or "
+                                "not a number)")
+        if bad.any():
+            rejected.append(_bad_number_rejections(frame[c], c, bad))
+    table = pd.concat([r for r in rejected if len(r)] or [rejected[0]], ignore_index=True)
+    table = table.sort_values("line", kind="stable", ignore_index=True)
+    return CsvInput(frame, ts_col, value_cols, table, text.delimiter)
+
+
+def write_rejected(rejected: pd.DataFrame, path: str | Path) -> Path:
+    """The rejected lines and cells as CSV (REJECTED_COLUMNS), for a person to fix."""
+    path = Path(path)
+    rejected.loc[:, list(REJECTED_COLUMNS)].to_csv(path, index=False)
+    return path
+
+
+def rejected_path(output: str | Path) -> Path:
+    """Where the rejected lines of OUT.csv go: OUT.rejected.csv beside it."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.rejected.csv")
 
 
 # -- scoring ----------------------------------------------------------------------------------
@@ -362,7 +455,7 @@ def score_frame(
     if not (np.diff(order) == 1).all():
         notes.append("rows were not in timestamp order: scored in timestamp order, written back "
                      "in the file's order")
-    x = np.column_stack([parse_numbers(frame[c], c) for c in value_cols])[order]
+    x = np.column_stack([numbers(frame[c])[0] for c in value_cols])[order]
 
     if kind == "pca":
         pca = PCADetector(quantile=threshold)
@@ -406,13 +499,14 @@ def score_frame(
 
 
 def top_anomalies(scored: pd.DataFrame, ts_col: str, n: int = 5) -> pd.DataFrame:
-    """The n highest-scoring anomalous rows: row (1-based), timestamp, column, score."""
+    """The n highest-scoring anomalous rows: line (of the file, when the frame came from
+    load_csv; else the row's index label), timestamp, column, score."""
     hits = scored.index[scored["is_anomaly"].to_numpy() == 1]
     sub = scored.loc[hits]
     sub = sub.iloc[np.argsort(-sub["anomaly_score"].to_numpy(), kind="stable")[:n]]
     column = (sub["anomaly_column"].astype(str) if "anomaly_column" in sub
               else pd.Series(scored.attrs["scoring"]["columns"][0], index=sub.index))
-    return pd.DataFrame({"row": scored.index.get_indexer(sub.index) + 1,
+    return pd.DataFrame({"line": sub.index.to_numpy(),
                          "timestamp": sub[ts_col].astype(str).to_numpy(),
                          "column": column.to_numpy(),
                          "score": sub["anomaly_score"].to_numpy()})

@@ -20,7 +20,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from core import db, rules, store
+from core import db, locks, online_store, rules, store
 from core.copy_binary import READING_COPY_COLUMNS, readings_chunks
 from core.settings import get_settings
 
@@ -62,6 +62,7 @@ def fetch_registry(conn: psycopg.Connection) -> rules.Registry:
 
 
 _partition_days: set[tuple[str, object]] = set()
+_PARTITION_LOCK = locks.lock_key("telemetry.ensure_partitions")
 
 
 def ensure_partitions(first: pd.Timestamp, last: pd.Timestamp) -> None:
@@ -74,7 +75,10 @@ def ensure_partitions(first: pd.Timestamp, last: pd.Timestamp) -> None:
     todo = [d.date() for d in days if (key, d.date()) not in _partition_days]
     if not todo:
         return
-    with db.connect(autocommit=True) as conn:
+    with db.connect(autocommit=True) as conn, conn.transaction():
+        # One session at a time: two creating the same new day at once deadlock (each holds a
+        # lock on the default partition the other's CREATE TABLE ... PARTITION OF needs).
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PARTITION_LOCK,))
         conn.execute("SELECT telemetry.ensure_partitions(%s, %s)", (min(todo), max(todo)))
     _partition_days.update((key, d) for d in todo)
 
@@ -360,3 +364,30 @@ def _record_failure(attempt: tuple[Any, ...], batch_id: int | None, exc: BaseExc
                 _insert_batch(conn, attempt, "failed", error=error)
     except psycopg.Error:
         log.exception("could not record the failed batch in the ledger")
+
+
+def explain_quarantined(conn: psycopg.Connection, readings: pd.DataFrame, result: BatchResult,
+                        reference_time: datetime) -> pd.DataFrame:
+    """Which rows of a loaded batch were quarantined and why: position (in `readings`), rule,
+    reason. The loader reports only counts; the rules are pure and cheap to re-run, and keys
+    another batch had stored with another value are looked up."""
+    reference = pd.Timestamp(reference_time)
+    reference = reference.tz_localize("UTC") if reference.tzinfo is None else reference
+    verdict = rules.check(readings, fetch_registry(conn), reference,
+                          get_settings().future_tolerance_seconds)
+    out = pd.DataFrame({"position": verdict.rejected.index.to_numpy(dtype=np.int64),
+                        "rule": verdict.rejected["rule"].to_numpy(dtype=object),
+                        "reason": verdict.rejected["reason"].to_numpy(dtype=object)})
+    if result.rows_quarantined <= len(out):
+        return out
+    clean = verdict.clean
+    hits = online_store.stored_conflicts(
+        conn, result.batch_id, clean["device_id"].tolist(), clean["metric_id"].tolist(),
+        [t.to_pydatetime() for t in clean["ts"]], clean["value"].tolist())
+    stored = [(int(clean.index[pos]), rules.CONFLICTING_DUPLICATE,
+               f"a reading for device {clean.iloc[pos].device_id}, this metric and "
+               f"{clean.iloc[pos].ts:%Y-%m-%dT%H:%M:%S.%fZ} was already stored with value "
+               f"{value:g} (batch {batch}); the stored value was kept, "
+               f"{clean.iloc[pos].value:g} was not")
+              for pos, value, batch in hits]
+    return pd.concat([out, pd.DataFrame(stored, columns=list(out.columns))], ignore_index=True)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -15,31 +13,16 @@ from fastapi.testclient import TestClient
 from api import metrics
 from api.main import create_app
 from core import ingest
+from core.csv_readings import typed_rows
+from core.csv_text import read_text
 from core.settings import get_settings
 from simulator import FleetConfig
+from tests.bad_inputs import CORPUS_DIR, expectation, fill
 
 TOKEN = "test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
-CORPUS = json.loads((Path(__file__).parents[1] / "data" / "bad_inputs" / "readings.json")
-                    .read_text())
+CORPUS = json.loads((CORPUS_DIR / "readings.json").read_text())
 FLEET = FleetConfig(sites=1, zones_per_site=1, devices_per_zone=2)  # devices 1 and 2
-DEVICE = 1
-_STAMP = re.compile(r"\{\{now(?:([+-])(\d+)s)?\}\}")
-
-
-def fill(text: str, now: datetime) -> str:
-    """The corpus placeholders, resolved against `now`."""
-    text = text.replace('"{{device}}"', str(DEVICE)).replace("{{device}}", str(DEVICE))
-    text = text.replace("{{day}}", f"{now:%Y-%m-%d}")
-
-    def stamp(match: re.Match[str]) -> str:
-        sign, seconds = match.groups()
-        shift = timedelta(seconds=int(seconds or 0)) * (-1 if sign == "-" else 1)
-        return f"{now + shift:%Y-%m-%dT%H:%M:%SZ}"
-
-    return _STAMP.sub(stamp, text)
-
-
 def row_text(case: dict, now: datetime) -> str:
     return fill(case["raw"] if "raw" in case else json.dumps(case["reading"]), now)
 
@@ -249,3 +232,20 @@ def test_a_database_outage_is_a_503_not_a_500(fleet, db, monkeypatch):
     with TestClient(create_app()) as down:
         response = post(down, body(valid_rows(2, datetime.now(UTC))))
     assert response.status_code == 503 and response.headers["Retry-After"]
+
+
+def test_the_csv_corpus_gets_the_same_verdicts_as_through_load_csv(fleet, conn, tmp_path):
+    """readings.csv's rows, typed as load-csv types them and sent as JSON (NaN and Infinity
+    as the stdlib writes them): each row gets the field and rule its line expects."""
+    path = tmp_path / "readings.csv"
+    path.write_text(fill((CORPUS_DIR / "readings.csv").read_text(), datetime.now(UTC)))
+    text = read_text(path)
+    rows = typed_rows(text.frame, text.lines)  # lines that are not rows never reach the API
+    lines = path.read_text().splitlines()
+    response = post(fleet, json.dumps({"readings": rows}).encode())
+    assert response.status_code == 200, response.text
+    got = {rows[r["index"]]["line"]: (r["field"], r["rule"])
+           for r in response.json()["rejections"]}
+    want = {line: expectation(lines[line - 1]) for line in text.lines.tolist()
+            if expectation(lines[line - 1])}
+    assert got == want and len(want) >= 40

@@ -39,14 +39,14 @@ def write(frame: pd.DataFrame, path) -> str:
 
 
 def scored_file(tmp_path, frame, name="in.csv", **kwargs) -> pd.DataFrame:
-    f, ts, cols = load_csv(write(frame, tmp_path / name))
+    f, ts, cols, _, _ = load_csv(write(frame, tmp_path / name))
     return score_frame(f, ts, cols, **kwargs)
 
 
 def test_round_trip_flags_spikes_and_the_shift_onset_and_little_else(tmp_path):
     frame = telemetry()
     src = write(frame, tmp_path / "in.csv")
-    f, ts, cols = load_csv(src)
+    f, ts, cols, _, _ = load_csv(src)
     assert ts == "timestamp" and cols == ["temperature"]  # "device" is text: not scored
     out = write_csv(score_frame(f, ts, cols), tmp_path / "out.csv")
     back = pd.read_csv(out, dtype=str, keep_default_na=False)
@@ -89,7 +89,7 @@ def test_unsorted_input_is_written_back_in_its_order_with_the_sorted_scores(tmp_
     perm = np.random.default_rng(3).permutation(N)
     shuffled = frame.iloc[perm].reset_index(drop=True)
     ordered = scored_file(tmp_path, frame, "sorted.csv")
-    mixed = scored_file(tmp_path, shuffled, "shuffled.csv")
+    mixed = scored_file(tmp_path, shuffled, "shuffled.csv").reset_index(drop=True)
     assert (mixed["timestamp"].to_numpy() == shuffled["timestamp"].to_numpy()).all()
     expected = ordered.iloc[perm].reset_index(drop=True)
     pd.testing.assert_frame_equal(mixed, expected)
@@ -120,7 +120,7 @@ def test_multivariate_names_the_column_with_the_spike(tmp_path, detector):
     assert out["anomaly_score"].between(0, 1).all()
     # the row is the top anomaly
     top = top_anomalies(out, "time", 5)
-    assert top["row"].iloc[0] == at + 1 and top["column"].iloc[0] == "humidity"
+    assert top["line"].iloc[0] == at + 2  # header on line 1 and top["column"].iloc[0] == "humidity"
     if detector == "pca":
         assert out.attrs["scoring"]["train_rows"] == 4_000  # min(rows, 10,000): in-sample
         assert "in-sample" in out.attrs["scoring"]["description"]
@@ -129,7 +129,7 @@ def test_multivariate_names_the_column_with_the_spike(tmp_path, detector):
 
 def test_fused_score_is_fusions_max(tmp_path):
     frame, _ = multivariate(600)
-    f, ts, cols = load_csv(write(frame, tmp_path / "in.csv"))
+    f, ts, cols, _, _ = load_csv(write(frame, tmp_path / "in.csv"))
     both = {c: score_frame(f, ts, [c])["anomaly_score"].to_numpy() for c in cols}
     fused = score_frame(f, ts, cols)["anomaly_score"].to_numpy()
     # to_unit_interval is monotone, so the max commutes with it
@@ -146,7 +146,7 @@ def test_fewer_rows_than_the_window_are_scored_with_a_note(tmp_path):
 def test_quoted_cells_survive_and_numeric_epoch_timestamps_sort(tmp_path):
     frame = pd.DataFrame({"ts": np.arange(200, 0, -1) * 10, "site": 'a,"b"',
                           "v": np.round(np.random.default_rng(1).normal(size=200), 4)})
-    f, ts, cols = load_csv(write(frame, tmp_path / "in.csv"))
+    f, ts, cols, _, _ = load_csv(write(frame, tmp_path / "in.csv"))
     assert (ts, cols) == ("ts", ["v"])
     out = write_csv(score_frame(f, ts, cols), tmp_path / "out.csv")
     back = pd.read_csv(out)
@@ -156,10 +156,12 @@ def test_quoted_cells_survive_and_numeric_epoch_timestamps_sort(tmp_path):
 @pytest.mark.parametrize(
     ("content", "kwargs", "message"),
     [
-        ("ts,v\n2024-01-01,1\n2024-01-02,x\n", {}, "no numeric column"),
-        ("ts,v\n2024-01-01,1\n2024-01-02,x\n", {"columns": ["v"]},
-         "column 'v' is not numeric: 'x' at row 2 (line 3 of the file)"),
-        ("ts,v\n2024-01-01,1\nyesterday,2\n", {}, "'yesterday' in column 'ts' at row 2"),
+        ("ts,v\n2024-01-01,1\n2024-01-02,x\n2024-01-03,y\n", {}, "no numeric column"),
+        ("ts,v\n2024-01-01,x\n", {"columns": ["v"]}, "column 'v' has no usable values"),
+        ("ts,v\nnow,1\nyesterday,2\n", {"timestamp_col": "ts"},
+         "no row has a usable timestamp in column 'ts' (the first: 'now' on line 2)"),
+        ("ts;v\n2024-01-01;1\n", {"delimiter": ","}, "split on the ',' delimiter"),
+        ("ts,v\n2024-01-01\n", {}, "no data rows (1 line(s) rejected, first: line 2 has 1"),
         ("when,v\n2024-01-01,1\n", {"timestamp_col": "at"}, "available columns: when, v"),
         ("a,b\nx,1\ny,2\n", {}, "no timestamp column found"),
         ("ts,v\n2024-01-01,1\n", {"columns": ["w"]}, "'w' not found"),
@@ -177,4 +179,4 @@ def test_input_errors_name_the_problem(tmp_path, content, kwargs, message):
 def test_auto_detects_a_timestamp_column_by_its_values(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("id,recorded,v\n1,2024-01-01 10:00,1.5\n2,2024-01-01 10:05,2.5\n")
-    assert load_csv(path)[1:] == ("recorded", ["id", "v"])
+    assert load_csv(path)[1:3] == ("recorded", ["id", "v"])
