@@ -16,6 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+try:  # as in core/csv_text.py: without pyarrow, cells are plain strings
+    import pyarrow as pa
+    import pyarrow.compute as pc
+except ImportError:  # pragma: no cover
+    pa = pc = None
+
 REQUIRED = ("device_id", "metric", "ts", "value")
 OPTIONAL = ("unit",)
 _INTEGER = re.compile(r"[+-]?\d+")
@@ -51,17 +57,32 @@ def _number(cell: str) -> float | str | None:
         return cell
 
 
+def _values(column: pd.Series, kind: str) -> list[Any]:
+    """The column's cells as `kind` ("int", "float" or "text"; empty -> None). A whole column
+    converts at C speed through pyarrow when every cell is of the kind; otherwise (a bad cell
+    somewhere) cell by cell, keeping the text of cells that are not."""
+    convert = {"int": _integer, "float": _number, "text": _text}[kind]
+    if pa is None or not isinstance(column.dtype, pd.ArrowDtype):
+        return [convert(c) for c in column.tolist()]
+    cells = pc.utf8_trim_whitespace(pa.array(column))
+    if kind == "text":
+        return [c or None for c in cells.to_pylist()]
+    nulled = pc.if_else(pc.equal(cells, ""), pa.scalar(None, pa.string()), cells)
+    try:
+        return pc.cast(nulled, pa.int64() if kind == "int" else pa.float64()).to_pylist()
+    except (pa.ArrowInvalid, OverflowError):
+        return [convert(c) for c in cells.to_pylist()]
+
+
 def typed_rows(frame: pd.DataFrame, lines: np.ndarray) -> list[dict[str, Any]]:
     """One dict per row: the typed fields (absent where the cell is empty) and `line`, the
     file line the row came from (kept in the quarantine payload, to find the row again)."""
-    columns = {
-        "device_id": [_integer(c) for c in frame["device_id"]],
-        "metric": [_text(c) for c in frame["metric"]],
-        "ts": [_text(c) for c in frame["ts"]],
-        "value": [_number(c) for c in frame["value"]],
-    }
+    columns = {"device_id": _values(frame["device_id"], "int"),
+               "metric": _values(frame["metric"], "text"),
+               "ts": _values(frame["ts"], "text"),
+               "value": _values(frame["value"], "float")}
     if "unit" in frame.columns:
-        columns["unit"] = [_text(c) for c in frame["unit"]]
+        columns["unit"] = _values(frame["unit"], "text")
     names = list(columns)
     out = []
     for line, values in zip(lines.tolist(), zip(*columns.values(), strict=True), strict=True):
