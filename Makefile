@@ -9,7 +9,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS ?= false
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-external bench bench-scale lint format clean serve
+.PHONY: help setup demo test test-external bench bench-scale loadtest lint format clean serve
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -41,6 +41,9 @@ bench: setup ## Every stage beside its raw reference (never part of make test); 
 
 bench-scale: setup ## Per-stage costs at a fleet size, and devices per machine (docs/SCALING.md)
 	$(BIN)/python -m bench.bench_scale $(ARGS)
+
+loadtest: setup ## 100 clients x 30 s against the real API: 0 errors, 0 lost readings (never part of make test); make loadtest ARGS="--seconds 60"
+	$(BIN)/python -m bench.loadtest $(ARGS)
 
 lint: setup ## ruff check
 	$(BIN)/ruff check .

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import httpx
 import orjson
@@ -57,13 +58,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fill(hours: float) -> None:
-    """Readings, marts and enough alerts for full 100-row pages."""
+def fill(hours: float, marts: bool = True) -> None:
+    """Readings, marts (unless `marts` is False: dbt's start-up is most of a short fill) and
+    enough alerts for full 100-row pages."""
     ingest.register_fleet(FLEET)
     window = ingest.Window(END - timedelta(hours=hours), END)
     for piece in ingest.chunks(window, timedelta(hours=1)):
         ingest.load_simulated(simulate(FLEET, piece.start, piece.end), piece)
-    dbt_runner.run_dbt(["build"])
+    if marts:
+        dbt_runner.run_dbt(["build"])
     with db.transaction() as conn:
         conn.execute(
             "INSERT INTO telemetry.alerts (kind, device_id, metric, state, severity, opened_at,"
@@ -74,12 +77,16 @@ def fill(hours: float) -> None:
             (END - timedelta(hours=hours), END))
 
 
-def start_server(url: str, port: int, server_workers: int = 1) -> subprocess.Popen:
+def start_server(url: str, port: int, server_workers: int = 1,
+                 log: IO[bytes] | None = None) -> subprocess.Popen:
+    """The API under uvicorn on 127.0.0.1:`port` over `url`, once /ready answers 200; its
+    warnings and tracebacks go to `log` (default: this process's stdout/stderr)."""
     env = {**os.environ, "DATABASE_URL": url, "TELEMETRY_API_TOKEN": TOKEN}
     server = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "api.main:create_app", "--host",
          "127.0.0.1", "--port", str(port), "--workers", str(server_workers),
-         "--log-level", "warning", "--no-access-log"], env=env, start_new_session=True)
+         "--log-level", "warning", "--no-access-log"], env=env, start_new_session=True,
+        stdout=log, stderr=log)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -88,8 +95,19 @@ def start_server(url: str, port: int, server_workers: int = 1) -> subprocess.Pop
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    server.kill()
+    stop_server(server)
     raise RuntimeError("the API did not become ready within 60 s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group (uvicorn finishes requests in flight), then wait."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
 
 
 def wrk(url: str, seconds: int, connections: int) -> dict:
@@ -157,8 +175,7 @@ def measure(seconds: int = 10, connections: int = 32, batches: int = 200, worker
                        for name, path in GETS.items()}
             results[INGEST] = ingest_batches(base, batches, workers)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
+            stop_server(server)
     return results
 
 
