@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from api import ingest_parse, metrics
 from api.deps import Config, WriteAccess
 from api.ingest_models import IngestResult, Rejection, read_body, reading_batch_schema
-from core import db, loader, online_store, rules
+from core import db, loader, online_store
 from core.settings import Settings
 
 STREAM = "api"
@@ -65,30 +65,13 @@ def _registry(state: _Loader, conn: psycopg.Connection) -> dict[str, tuple[int, 
 
 
 def _loader_rejections(conn: psycopg.Connection, batch: ingest_parse.ParsedBatch,
-                       result: loader.BatchResult, reference: pd.Timestamp,
-                       tolerance_s: float) -> list[Rejection]:
-    """Which rows the loader quarantined. Only asked when it quarantined any: the rules are
-    re-run on the frame (pure and cheap), and keys another batch stored with another value are
-    looked up (the loader reports only their count)."""
-    verdict = rules.check(batch.frame, loader.fetch_registry(conn), reference, tolerance_s)
-    out = [Rejection(index=int(batch.positions[i]), field=ingest_parse.LOADER_FIELDS[rule],
-                     rule=rule, reason=reason)
-           for i, rule, reason in zip(verdict.rejected.index, verdict.rejected["rule"],
-                                      verdict.rejected["reason"], strict=True)]
-    if result.rows_quarantined > len(out):
-        clean = verdict.clean
-        hits = online_store.stored_conflicts(
-            conn, result.batch_id, clean["device_id"].tolist(), clean["metric_id"].tolist(),
-            [t.to_pydatetime() for t in clean["ts"]], clean["value"].tolist())
-        for pos, stored, stored_batch in hits:
-            row = clean.iloc[pos]
-            out.append(Rejection(
-                index=int(batch.positions[clean.index[pos]]), field="value",
-                rule=rules.CONFLICTING_DUPLICATE,
-                reason=f"a reading for device {row.device_id}, this metric and "
-                f"{row.ts:%Y-%m-%dT%H:%M:%S.%fZ} was already stored with value {stored:g} "
-                f"(batch {stored_batch}); the stored value was kept, {row.value:g} was not"))
-    return out
+                       result: loader.BatchResult, reference: pd.Timestamp) -> list[Rejection]:
+    """Which rows the loader quarantined (it reports only counts), by request index."""
+    explained = loader.explain_quarantined(conn, batch.frame, result, reference.to_pydatetime())
+    return [Rejection(index=int(batch.positions[pos]), field=ingest_parse.LOADER_FIELDS[rule],
+                      rule=rule, reason=reason)
+            for pos, rule, reason in zip(explained["position"], explained["rule"],
+                                         explained["reason"], strict=True)]
 
 
 def _ingest(state: _Loader, config: Settings, body: bytes) -> IngestResult:
@@ -110,8 +93,7 @@ def _ingest(state: _Loader, config: Settings, body: bytes) -> IngestResult:
             rejections = [Rejection(index=r.index, field=r.field, rule=r.rule, reason=r.reason)
                           for r in batch.refused]
             if result.rows_quarantined:
-                rejections += _loader_rejections(conn, batch, result, reference,
-                                                 config.future_tolerance_seconds)
+                rejections += _loader_rejections(conn, batch, result, reference)
     rejections.sort(key=lambda r: r.index)
     seconds = time.perf_counter() - started
     _count(result, batch, seconds)
