@@ -186,6 +186,13 @@ class DetectResult(BaseModel):
     scores: list[DetectScore]
 
 
+class Refusal(BaseModel):
+    """A refused write: `detail` is a message or, for a body that does not validate, the list
+    of its errors (`type`, `loc`, `msg`), as FastAPI lists a bad path or query parameter's."""
+
+    detail: str | list[dict[str, Any]]
+
+
 class AlertAction(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -29,7 +29,7 @@ from starlette.responses import StreamingResponse
 
 from api import queries
 from api.deps import Config, Conn, WriteAccess
-from api.ingest_models import AlertAction, body_schema, read_model
+from api.ingest_models import AlertAction, Refusal, body_schema, read_model
 from api.responses import OPTIONS
 from api.schemas import AlertDetail, documented
 from core import alerting, online_store
@@ -60,8 +60,11 @@ def _count_stream(app: Any, delta: int) -> None:
 _ACTION_RESPONSES: dict[int | str, dict[str, Any]] = {
     **documented(AlertDetail),
     401: {"description": "missing or wrong token"},
+    403: {"description": "writes disabled (no token configured)"},
     404: {"description": "no such alert"},
     409: {"description": "the alert is not open (already resolved)"},
+    422: {"model": Refusal, "description": "a bad alert_id, or a body that is not JSON or not"
+          " an AlertAction"},
 }
 
 

@@ -23,7 +23,14 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.deps import Config, Conn, WriteAccess
-from api.ingest_models import DetectRequest, DetectResult, DetectScore, body_schema, read_model
+from api.ingest_models import (
+    DetectRequest,
+    DetectResult,
+    DetectScore,
+    Refusal,
+    body_schema,
+    read_model,
+)
 from core import online, online_store
 from core.settings import Settings
 
@@ -60,9 +67,10 @@ def _number(x: float) -> float | None:
     "/detect", response_model=DetectResult, dependencies=[WriteAccess],
     openapi_extra={"requestBody": body_schema(DetectRequest)},
     responses={401: {"description": "missing or wrong token"},
+               403: {"description": "writes disabled (no token configured)"},
                409: {"description": "the series exists with another window"},
                413: {"description": "too many points"},
-               422: {"description": "invalid points"}})
+               422: {"model": Refusal, "description": "invalid points"}})
 async def detect(http: Request, conn: Conn, config: Config) -> Any:
     """Score points of one series against its trailing window: returns mean, std_dev, z and
     is_anomaly per point. Points at or before the series' last scored point are skipped.

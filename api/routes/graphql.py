@@ -14,7 +14,9 @@ from typing import Annotated, Any
 
 import orjson
 import strawberry
+from cross_web import HTTPException as StrawberryHTTPException  # what strawberry answers
 from fastapi import HTTPException, Request
+from fastapi.routing import APIRoute
 from graphql import GraphQLError
 from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
@@ -244,5 +246,43 @@ async def _context(request: Request, conn: Conn) -> dict[str, Any]:
     return {"conn": conn, "config": app_settings(request)}
 
 
-router = GraphQLRouter(schema, prefix="/api/v1/graphql", context_getter=_context,
-                       tags=["graphql"])
+class _Router(GraphQLRouter):
+    def decode_json(self, data: str | bytes) -> object:
+        # strawberry answers 400 only to a JSONDecodeError and reads fields of any JSON it
+        # gets: a body not in UTF-8, nested too deep, or `"text"` or `1` was a 500
+        try:
+            value = super().decode_json(data)
+        except (ValueError, RecursionError):
+            raise StrawberryHTTPException(400, "the body is not JSON") from None
+        if not isinstance(value, dict | list):
+            raise StrawberryHTTPException(400, "the body is not a GraphQL request (an object)")
+        return value
+
+
+router = _Router(schema, prefix="/api/v1/graphql", context_getter=_context, tags=["graphql"])
+
+# What strawberry's routes take and answer, for OpenAPI: strawberry documents neither the body,
+# nor the GraphiQL page, nor its 400s (plain text).
+_RESULT = {"type": "object", "properties": {
+    "data": {"type": ["object", "null"]},
+    "errors": {"type": "array", "items": {"type": "object", "required": ["message"]}},
+    "extensions": {"type": "object"}}}
+_REQUEST = {"type": "object", "required": ["query"], "properties": {
+    "query": {"type": "string"}, "variables": {"type": ["object", "null"]},
+    "operationName": {"type": ["string", "null"]}}}
+_REFUSED = {"description": "no query, a body that is not a GraphQL request, or a query that"
+            " cannot run (not parsed, not valid, not a query)",
+            "content": {"text/plain": {"schema": {"type": "string"}},
+                        "application/json": {"schema": _RESULT}}}
+_JSON = {"application/json": {"schema": _RESULT}}
+for _route in router.routes:
+    if not isinstance(_route, APIRoute):
+        continue
+    if _route.methods == {"GET"}:
+        _route.openapi_extra = {"responses": {"400": _REFUSED, "200": {
+            "description": "The result of `?query=`; without one, the GraphiQL page.",
+            "content": {**_JSON, "text/html": {}}}}}
+    else:
+        _route.openapi_extra = {"responses": {"400": _REFUSED, "200": {"content": _JSON}},
+                                "requestBody": {"required": True, "content": {
+                                    "application/json": {"schema": _REQUEST}}}}

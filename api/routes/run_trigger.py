@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.deps import Config, WriteAccess
-from api.ingest_models import RunRequest, RunView, body_schema, read_model
+from api.ingest_models import Refusal, RunRequest, RunView, body_schema, read_model
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -182,8 +182,10 @@ def _prefect_view(flow_run: Any, flow: str) -> RunView:
 @router.post("/runs", response_model=RunView, status_code=202, dependencies=[WriteAccess],
              openapi_extra={"requestBody": body_schema(RunRequest)},
              responses={401: {"description": "missing or wrong token"},
+                        403: {"description": "writes disabled (no token configured)"},
                         409: {"description": "no such deployment on the Prefect server"},
-                        422: {"description": "unknown flow or invalid parameters"},
+                        422: {"model": Refusal,
+                              "description": "unknown flow or invalid parameters"},
                         429: {"description": "in-process runs at their limit"},
                         503: {"description": "Prefect server unreachable"}})
 async def trigger(request: Request, response: Response, config: Config) -> Any:
@@ -208,7 +210,8 @@ async def trigger(request: Request, response: Response, config: Config) -> Any:
 
 
 @router.get("/runs/{run_id}", response_model=RunView,
-            responses={404: {"description": "no such run"}})
+            responses={404: {"description": "no such run"},
+                       503: {"description": "Prefect server unreachable"}})
 async def run_status(run_id: str, request: Request, config: Config) -> Any:
     """A run started through POST /runs: its state, and its summary once completed."""
     run = request.app.state.runs.runs.get(run_id)
