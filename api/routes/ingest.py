@@ -27,7 +27,13 @@ from starlette.concurrency import run_in_threadpool
 
 from api import ingest_parse, metrics
 from api.deps import Config, WriteAccess
-from api.ingest_models import IngestResult, Rejection, read_body, reading_batch_schema
+from api.ingest_models import (
+    IngestResult,
+    Refusal,
+    Rejection,
+    read_body,
+    reading_batch_schema,
+)
 from core import db, loader, online_store
 from core.settings import Settings
 
@@ -116,8 +122,8 @@ def _count(result: loader.BatchResult, batch: ingest_parse.ParsedBatch, seconds:
     openapi_extra={"requestBody": reading_batch_schema()},
     responses={401: {"description": "missing or wrong token"},
                403: {"description": "writes disabled (no token configured)"},
-               413: {"description": "body or batch too large"},
-               422: {"description": "the body is not a JSON list of readings"},
+               413: {"model": Refusal, "description": "body or batch too large"},
+               422: {"model": Refusal, "description": "the body is not a JSON list of readings"},
                503: {"description": "database unavailable"}})
 async def post_readings(request: Request, config: Config) -> Any:
     """Load a batch of readings: `{"readings": [{"device_id", "metric", "ts", "value",
