@@ -8,6 +8,7 @@ become 503s, oversized bodies 413s.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import time
 from collections.abc import AsyncIterator
@@ -27,6 +28,7 @@ from core import db
 from core.settings import Settings, get_settings
 
 API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
 
 
 class LimitsAndTiming:
@@ -109,6 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(psycopg.OperationalError)
     @app.exception_handler(PoolTimeout)
     async def database_unavailable(request: Request, exc: Exception) -> FastJSONResponse:
+        # the operator's side of a 503: which request, and the driver's or the pool's reason
+        # (first line only: no query text; psycopg's messages carry no password)
+        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        log.warning("503 for %s %s: %s: %s", request.method, request.url.path,
+                    type(exc).__name__, reason)
         return FastJSONResponse({"detail": "database unavailable, try again shortly"},
                                 status_code=503, headers={"Retry-After": "5"})
 

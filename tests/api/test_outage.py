@@ -32,7 +32,7 @@ def timed(call):
 
 
 def test_during_an_outage_health_answers_reads_and_writes_get_503_and_all_works_after(
-        db, monkeypatch):
+        db, monkeypatch, caplog):
     ingest.register_fleet(FLEET)
     with pg_proxy(db) as proxy:
         monkeypatch.setenv("DATABASE_URL", proxy.url_for(conninfo_to_dict(db)["dbname"]))
@@ -54,6 +54,10 @@ def test_during_an_outage_health_answers_reads_and_writes_get_503_and_all_works_
             held = body(valid_rows(6, now, metric="humidity"))  # the client keeps these
             refused = timed(lambda: post(client, held))
             assert refused.status_code == 503 and refused.headers["Retry-After"]
+            # the operator sees each 503 and its cause in the log
+            said = [r.getMessage() for r in caplog.records if r.name == "api.main"]
+            assert any(m.startswith("503 for GET /api/v1/devices: ") for m in said), said
+            assert any(m.startswith("503 for POST /api/v1/readings: ") for m in said), said
 
             proxy.restore()
             deadline = time.monotonic() + BOUND
