@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -87,6 +88,8 @@ NOT_A_NUMBER = "not_a_number"
 OUT_OF_RANGE = "out_of_range"
 REJECTED_COLUMNS = ("line", "column", "value", "rule", "reason")
 _SNIFF = 200  # values looked at to auto-detect a timestamp column
+_ZONE_NAME = r"\d\s*([A-Za-z][A-Za-z/_]*)\s*$"  # letters after the time: a zone name?
+_ZONES_OK = ("Z", "UTC", "GMT", "AM", "PM")
 
 
 class CsvInputError(ValueError):
@@ -205,9 +208,15 @@ def _datetimes(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
     obj = text.astype(object).str.strip()
-    parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="mixed")
-    # pandas reads "now" and "today" as the clock's time: a cell is a time only with digits
-    ok = parsed.notna().to_numpy() & obj.str.contains(r"\d", regex=True).to_numpy(dtype=bool)
+    with warnings.catch_warnings():  # the zone names it drops are refused below
+        warnings.simplefilter("ignore", FutureWarning)
+        parsed = pd.to_datetime(obj, errors="coerce", utc=True, format="mixed")
+    # pandas reads "now" and "today" as the clock's time: a cell is a time only with digits;
+    # and it drops a zone name it does not know ("10:00 PST" would be 10:00 UTC)
+    zone = obj.str.extract(_ZONE_NAME, expand=False).str.upper()
+    named = (zone.notna() & ~zone.isin(_ZONES_OK)).to_numpy(dtype=bool)
+    ok = (parsed.notna().to_numpy() & obj.str.contains(r"\d", regex=True).to_numpy(dtype=bool)
+          & ~named)
     ns = parsed.to_numpy(dtype="datetime64[ns]").view(np.int64)
     return ns, ok
 
@@ -259,8 +268,9 @@ def _timestamp_rejections(text: pd.Series, name: str, ok: np.ndarray) -> pd.Data
         "rule": np.where(empty, MISSING_TIMESTAMP, INVALID_TIMESTAMP),
         "reason": np.where(
             empty, f"no timestamp in column {name!r}: the row was not scored; every row needs "
-            "a time", f"not a date/time in column {name!r} (or outside years 1678-2261): the "
-            "row was not scored; use ISO 8601, e.g. 2024-01-31T12:00:00Z")})
+            "a time", f"not a date/time in column {name!r} (or outside years 1678-2261, or "
+            "with a zone name instead of an offset): the row was not scored; use ISO 8601, "
+            "e.g. 2024-01-31T12:00:00Z or 2024-01-31T13:00:00+01:00")})
 
 
 def _value_columns(frame: pd.DataFrame, ts_col: str) -> list[str]:
