@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from core.csv_readings import DEFAULT_BATCH_ROWS
 from core.csv_text import CsvFileError, delimiter_name
 
 console = Console()
@@ -26,7 +27,7 @@ def load_csv(
         metavar="READINGS.csv", help="A header row with device_id, metric, ts, value (and "
         "optionally unit), then one reading per line.")],
     batch_rows: Annotated[int, typer.Option(
-        help="Rows per batch: each batch commits whole or not at all.")] = 50_000,
+        help="Rows per batch: each batch commits whole or not at all.")] = DEFAULT_BATCH_ROWS,
     max_age_days: Annotated[int | None, typer.Option(
         help="Refuse readings older than this many days (stale_timestamp). Default "
              "TELEMETRY_API_MAX_READING_AGE_DAYS (30).", min=1, max=36_500)] = None,

@@ -27,7 +27,6 @@ from core.csv_text import CsvFileError, RejectedLine, delimiter_name, read_text
 from core.settings import get_settings
 
 STREAM = "csv"
-DEFAULT_BATCH_ROWS = 50_000
 REJECTED_COLUMNS = ("line", "field", "rule", "reason")
 
 
@@ -57,7 +56,7 @@ def _line_rows(path: Path, lines: list[RejectedLine]) -> list[tuple[Any, ...]]:
     return out
 
 
-def load_csv_file(path: str | Path, *, batch_rows: int = DEFAULT_BATCH_ROWS,
+def load_csv_file(path: str | Path, *, batch_rows: int = csv_readings.DEFAULT_BATCH_ROWS,
                   max_age_days: int | None = None, delimiter: str | None = None,
                   on_batch: Callable[[int, int], None] | None = None) -> CsvLoadResult:
     """Load a readings CSV; on_batch(rows done, rows in all) after each committed batch.

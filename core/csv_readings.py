@@ -22,6 +22,7 @@ try:  # as in core/csv_text.py: without pyarrow, cells are plain strings
 except ImportError:  # pragma: no cover
     pa = pc = None
 
+DEFAULT_BATCH_ROWS = 50_000  # rows per loader batch (each commits whole)
 REQUIRED = ("device_id", "metric", "ts", "value")
 OPTIONAL = ("unit",)
 _INTEGER = re.compile(r"[+-]?\d+")

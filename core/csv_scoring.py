@@ -131,9 +131,10 @@ def _shown(text: str) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _rejections(lines: np.ndarray, column: str, cells: pd.Series, rule: str,
-                reason: str) -> pd.DataFrame:
-    return pd.DataFrame({"line": lines, "column": column,
+def _rejections(cells: pd.Series, column: str, rule: object, reason: object) -> pd.DataFrame:
+    """Rejected cells (index = their file lines) as REJECTED_COLUMNS rows; rule and reason
+    one for all or one per cell."""
+    return pd.DataFrame({"line": cells.index.to_numpy(), "column": column,
                          "value": [_shown(str(c)) for c in cells], "rule": rule,
                          "reason": reason})
 
@@ -192,9 +193,7 @@ def _bad_number_rejections(text: pd.Series, name: str, bad: np.ndarray) -> pd.Da
         np.where(inf, f"an infinite value in column {name!r}: scored as a gap; check the "
                  "export", f"beyond +/-{MAX_ABS:g} in column {name!r}, more than the detectors "
                  "can square: scored as a gap; check the unit or the export"))
-    return pd.DataFrame({"line": cells.index.to_numpy(), "column": name,
-                         "value": [_shown(str(c)) for c in cells], "rule": rule,
-                         "reason": reason})
+    return _rejections(cells, name, rule, reason)
 
 
 def _datetimes(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -262,29 +261,19 @@ def timestamp_key(text: pd.Series, name: str) -> np.ndarray:
 def _timestamp_rejections(text: pd.Series, name: str, ok: np.ndarray) -> pd.DataFrame:
     cells = text[~ok]
     empty = _is_missing(cells)
-    return pd.DataFrame({
-        "line": cells.index.to_numpy(), "column": name,
-        "value": [_shown(str(c)) for c in cells],
-        "rule": np.where(empty, MISSING_TIMESTAMP, INVALID_TIMESTAMP),
-        "reason": np.where(
-            empty, f"no timestamp in column {name!r}: the row was not scored; every row needs "
-            "a time", f"not a date/time in column {name!r} (or outside years 1678-2261, or "
-            "with a zone name instead of an offset): the row was not scored; use ISO 8601, "
-            "e.g. 2024-01-31T12:00:00Z or 2024-01-31T13:00:00+01:00")})
+    return _rejections(
+        cells, name, np.where(empty, MISSING_TIMESTAMP, INVALID_TIMESTAMP),
+        np.where(empty, f"no timestamp in column {name!r}: the row was not scored; every row "
+                 "needs a time", f"not a date/time in column {name!r} (or outside years "
+                 "1678-2261, or with a zone name instead of an offset): the row was not "
+                 "scored; use ISO 8601, e.g. 2024-01-31T12:00:00Z or 2024-01-31T13:00:00+01:00"))
 
 
-def _value_columns(frame: pd.DataFrame, ts_col: str) -> list[str]:
-    """Columns (besides the timestamp) where at least half of the non-empty cells are usable
-    numbers: a numeric column with a few bad cells is still scored; a text column is not."""
-    out = []
-    for c in frame.columns:
-        if c == ts_col:
-            continue
-        values, bad = numbers(frame[c])
-        good = int((~np.isnan(values)).sum())
-        if good and good >= int(bad.sum()):
-            out.append(c)
-    return out
+def _mostly_numbers(values: np.ndarray, bad: np.ndarray) -> bool:
+    """At least half of the non-empty cells are usable numbers: a numeric column with a few
+    bad cells is still scored; a text column is not."""
+    good = int((~np.isnan(values)).sum())
+    return bool(good) and good >= int(bad.sum())
 
 
 def load_csv(
@@ -358,14 +347,16 @@ def load_csv(
         if ts_col in columns:
             raise CsvInputError(f"{ts_col!r} is the timestamp column; it cannot also be scored")
         value_cols = list(dict.fromkeys(columns))
+        parsed = {c: numbers(frame[c]) for c in value_cols}
     else:
-        value_cols = _value_columns(frame, ts_col)
+        parsed = {c: numbers(frame[c]) for c in frame.columns if c != ts_col}
+        value_cols = [c for c, (values, bad) in parsed.items() if _mostly_numbers(values, bad)]
         if not value_cols:
             raise CsvInputError(f"no numeric column to score in {path} (timestamp column "
                                 f"{ts_col!r}; available columns: {available}); pass --columns "
                                 "with columns whose cells are numbers")
     for c in value_cols:
-        values, bad = numbers(frame[c])
+        values, bad = parsed[c]
         if np.isnan(values).all():
             raise CsvInputError(f"column {c!r} has no usable values (every cell is empty or "
                                 "not a number)")
